@@ -1,0 +1,335 @@
+//! Broker addresses and connection options: URL parsing (`mqtt://`, `mqtts://`, `ws://`, `wss://`
+//! and aliases), MQTT version, credentials and TLS files, shared by every binary.
+
+use crate::codec::Protocol;
+use clap::Args;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How bytes reach the broker.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+impl Scheme {
+    pub fn is_tls(self) -> bool {
+        matches!(self, Scheme::Tls | Scheme::Wss)
+    }
+    pub fn is_ws(self) -> bool {
+        matches!(self, Scheme::Ws | Scheme::Wss)
+    }
+}
+
+/// A parsed broker URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+    /// Path for WebSocket URLs (`/mqtt` when none is given), empty otherwise.
+    pub path: String,
+}
+
+impl BrokerUrl {
+    /// `host:port` as used for TCP connect.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The URL of the WebSocket upgrade request.
+    pub fn ws_url(&self) -> String {
+        let s = if self.scheme == Scheme::Wss {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{s}://{}{}", self.authority(), self.path)
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self.scheme {
+            Scheme::Tcp => "mqtt",
+            Scheme::Tls => "mqtts",
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
+        };
+        write!(f, "{s}://{}{}", self.authority(), self.path)
+    }
+}
+
+impl std::str::FromStr for BrokerUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const ACCEPTED: &str =
+            "expected mqtt://host:port, tcp://, mqtts://, ssl://, ws://host:port/path or wss://";
+        let url = url::Url::parse(s.trim()).map_err(|e| format!("{e}; {ACCEPTED}"))?;
+        let (scheme, default_port) = match url.scheme() {
+            "mqtt" | "tcp" => (Scheme::Tcp, 1883),
+            "mqtts" | "ssl" | "tls" => (Scheme::Tls, 8883),
+            "ws" => (Scheme::Ws, 80),
+            "wss" => (Scheme::Wss, 443),
+            other => return Err(format!("unknown scheme '{other}'; {ACCEPTED}")),
+        };
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("no host; {ACCEPTED}"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = url.port().unwrap_or(default_port);
+        let path = if scheme.is_ws() {
+            match url.path() {
+                "" | "/" if s.trim_end().ends_with('/') => "/".to_string(),
+                "" | "/" => "/mqtt".to_string(),
+                p => p.to_string(),
+            }
+        } else {
+            String::new()
+        };
+        Ok(BrokerUrl {
+            scheme,
+            host,
+            port,
+            path,
+        })
+    }
+}
+
+/// MQTT protocol version as configured (`5` or `3`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct MqttVersion(pub Protocol);
+
+impl std::str::FromStr for MqttVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "5" | "5.0" => Ok(MqttVersion(Protocol::V5)),
+            "3" | "3.1.1" | "4" => Ok(MqttVersion(Protocol::V4)),
+            _ => Err("expected 5 (MQTT 5) or 3 (MQTT 3.1.1)".into()),
+        }
+    }
+}
+
+impl fmt::Display for MqttVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Protocol::V5 => f.write_str("5"),
+            Protocol::V4 => f.write_str("3"),
+        }
+    }
+}
+
+/// A secret string: never printed by `Debug`, `Display` or serialization.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "" } else { "<redacted>" })
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+/// Connection options every binary takes from the environment.
+#[derive(Args, Clone, Debug)]
+pub struct ConnectOptions {
+    /// MQTT protocol version: 5 or 3 (3.1.1)
+    #[arg(
+        long = "mqtt-version",
+        env = "MQTT_VERSION",
+        default_value = "5",
+        value_name = "MQTT_VERSION"
+    )]
+    pub version: MqttVersion,
+    /// Username for broker authentication (unset = anonymous)
+    #[arg(long, env = "MQTT_USERNAME", value_name = "MQTT_USERNAME")]
+    pub mqtt_username: Option<String>,
+    /// Password for broker authentication (never logged or reported)
+    #[arg(
+        long,
+        env = "MQTT_PASSWORD",
+        hide_env_values = true,
+        value_name = "MQTT_PASSWORD"
+    )]
+    pub mqtt_password: Option<Secret>,
+    /// CA certificate (PEM) to verify the broker with mqtts:// and wss:// (default: none; use TLS_INSECURE=true to skip verification)
+    #[arg(long, env = "TLS_CA_FILE", value_name = "TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS
+    #[arg(long, env = "TLS_CERT_FILE", value_name = "TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS
+    #[arg(long, env = "TLS_KEY_FILE", value_name = "TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Skip broker certificate verification (testing only)
+    #[arg(long, env = "TLS_INSECURE", default_value_t = false, value_name = "TLS_INSECURE", action = clap::ArgAction::Set)]
+    pub tls_insecure: bool,
+    /// MQTT keep-alive in seconds
+    #[arg(
+        long,
+        env = "KEEP_ALIVE_SEC",
+        default_value_t = 30,
+        value_name = "KEEP_ALIVE_SEC"
+    )]
+    pub keep_alive_sec: u16,
+    /// Time allowed for TCP+TLS+MQTT connect handshake, in milliseconds
+    #[arg(
+        long,
+        env = "CONNECT_TIMEOUT_MS",
+        default_value_t = 5000,
+        value_name = "CONNECT_TIMEOUT_MS"
+    )]
+    pub connect_timeout_ms: u64,
+    /// How long start-up keeps retrying an unreachable broker before giving up with exit status 3, in milliseconds
+    #[arg(
+        long,
+        env = "CONNECT_RETRY_MS",
+        default_value_t = 30000,
+        value_name = "CONNECT_RETRY_MS"
+    )]
+    pub connect_retry_ms: u64,
+}
+
+impl ConnectOptions {
+    pub fn protocol(&self) -> Protocol {
+        self.version.0
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms.max(1))
+    }
+    pub fn password(&self) -> Option<&str> {
+        self.mqtt_password.as_ref().map(|s| s.0.as_str())
+    }
+
+    /// Settings as `(name, value)` pairs for reports, with secrets redacted.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        vec![
+            ("MQTT_VERSION", self.version.to_string()),
+            (
+                "MQTT_USERNAME",
+                self.mqtt_username.clone().unwrap_or_default(),
+            ),
+            (
+                "MQTT_PASSWORD",
+                if self.mqtt_password.is_some() {
+                    "<redacted>".into()
+                } else {
+                    String::new()
+                },
+            ),
+            ("TLS_CA_FILE", path(&self.tls_ca_file)),
+            ("TLS_CERT_FILE", path(&self.tls_cert_file)),
+            ("TLS_KEY_FILE", path(&self.tls_key_file)),
+            ("TLS_INSECURE", self.tls_insecure.to_string()),
+            ("KEEP_ALIVE_SEC", self.keep_alive_sec.to_string()),
+            ("CONNECT_TIMEOUT_MS", self.connect_timeout_ms.to_string()),
+            ("CONNECT_RETRY_MS", self.connect_retry_ms.to_string()),
+        ]
+    }
+
+    /// Checks combinations that clap cannot (returns `(variable, message)`).
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err((
+                "TLS_CERT_FILE",
+                "TLS_CERT_FILE and TLS_KEY_FILE must be set together".into(),
+            ));
+        }
+        for (name, p) in [
+            ("TLS_CA_FILE", &self.tls_ca_file),
+            ("TLS_CERT_FILE", &self.tls_cert_file),
+            ("TLS_KEY_FILE", &self.tls_key_file),
+        ] {
+            if let Some(p) = p {
+                if !p.is_file() {
+                    return Err((name, format!("'{}' is not a readable file", p.display())));
+                }
+            }
+        }
+        if self.mqtt_password.is_some() && self.mqtt_username.is_none() {
+            return Err((
+                "MQTT_USERNAME",
+                "MQTT_PASSWORD is set but MQTT_USERNAME is not".into(),
+            ));
+        }
+        if self.keep_alive_sec == 0 {
+            return Err(("KEEP_ALIVE_SEC", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_schemes() {
+        let u: BrokerUrl = "mqtt://localhost:1884".parse().unwrap();
+        assert_eq!(
+            (u.scheme, u.host.as_str(), u.port),
+            (Scheme::Tcp, "localhost", 1884)
+        );
+        let u: BrokerUrl = "tcp://10.0.0.1".parse().unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Tcp, 1883));
+        let u: BrokerUrl = "ssl://h:8884".parse().unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Tls, 8884));
+        let u: BrokerUrl = "mqtts://h".parse().unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Tls, 8883));
+        let u: BrokerUrl = "ws://h:8083/mqtt".parse().unwrap();
+        assert_eq!((u.scheme, u.path.as_str()), (Scheme::Ws, "/mqtt"));
+        assert_eq!(u.ws_url(), "ws://h:8083/mqtt");
+        let u: BrokerUrl = "wss://h".parse().unwrap();
+        assert_eq!(
+            (u.scheme, u.port, u.path.as_str()),
+            (Scheme::Wss, 443, "/mqtt")
+        );
+        let u: BrokerUrl = "mqtt://[::1]:1883".parse().unwrap();
+        assert_eq!(u.authority(), "[::1]:1883");
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        for bad in [
+            "",
+            "localhost:1883",
+            "http://h:1",
+            "mqtt://",
+            "mqtt://h:99999",
+            "ws//x",
+        ] {
+            assert!(bad.parse::<BrokerUrl>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_is_redacted() {
+        let s: Secret = "hunter2".parse().unwrap();
+        assert_eq!(format!("{s:?}"), "<redacted>");
+    }
+}

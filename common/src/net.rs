@@ -1,0 +1,338 @@
+//! Byte transports to a broker: TCP, TLS (rustls with ring), WebSocket and WebSocket over TLS,
+//! each split into a reader and a writer half so one task can drive both.
+
+use crate::broker::{BrokerUrl, ConnectOptions};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Any byte stream (plain TCP or TLS).
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
+type BoxStream = Box<dyn ByteStream>;
+
+/// Why a transport could not be opened. `is_final` tells whether retrying can help.
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("TLS configuration: {0}")]
+    TlsConfig(String),
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls { addr: String, source: io::Error },
+    #[error("WebSocket handshake with {url} failed: {reason}")]
+    WebSocket { url: String, reason: String },
+    #[error("connect to {0} timed out")]
+    Timeout(String),
+}
+
+impl TransportError {
+    /// Errors that the same attempt later cannot fix (bad certificates, bad TLS files).
+    pub fn is_final(&self) -> bool {
+        match self {
+            TransportError::TlsConfig(_) => true,
+            TransportError::Tls { source, .. } => source
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+                .is_some_and(|e| {
+                    matches!(
+                        e,
+                        rustls::Error::InvalidCertificate(_)
+                            | rustls::Error::AlertReceived(_)
+                            | rustls::Error::NoCertificatesPresented
+                    )
+                }),
+            _ => false,
+        }
+    }
+}
+
+/// Builds the rustls client configuration from the options (CA file, client cert, insecure).
+pub fn tls_config(opts: &ConnectOptions) -> Result<Arc<rustls::ClientConfig>, TransportError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let read_certs =
+        |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, TransportError> {
+            let data = std::fs::read(path)
+                .map_err(|e| TransportError::TlsConfig(format!("{}: {e}", path.display())))?;
+            rustls_pemfile::certs(&mut &data[..])
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| TransportError::TlsConfig(format!("{}: {e}", path.display())))
+        };
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_path = opts.tls_ca_file.clone().or_else(|| {
+        let sys = std::path::PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
+        sys.is_file().then_some(sys)
+    });
+    if let Some(ca) = &ca_path {
+        for cert in read_certs(ca)? {
+            roots
+                .add(cert)
+                .map_err(|e| TransportError::TlsConfig(format!("{}: {e}", ca.display())))?;
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TransportError::TlsConfig(e.to_string()))?;
+    let builder = if opts.tls_insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(insecure::AcceptAny(provider)))
+    } else {
+        builder.with_root_certificates(roots)
+    };
+    let config = match (&opts.tls_cert_file, &opts.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let certs = read_certs(cert)?;
+            let data = std::fs::read(key)
+                .map_err(|e| TransportError::TlsConfig(format!("{}: {e}", key.display())))?;
+            let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &data[..])
+                .map_err(|e| TransportError::TlsConfig(format!("{}: {e}", key.display())))?
+                .ok_or_else(|| {
+                    TransportError::TlsConfig(format!("{}: no private key found", key.display()))
+                })?;
+            builder
+                .with_client_auth_cert(certs, key_der)
+                .map_err(|e| TransportError::TlsConfig(e.to_string()))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+mod insecure {
+    //! A verifier that accepts any server certificate (TLS_INSECURE=true).
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    pub struct AcceptAny(pub Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
+
+/// Read half of a transport.
+pub enum WireReader {
+    Stream(ReadHalf<BoxStream>),
+    Ws(SplitStream<WebSocketStream<BoxStream>>),
+}
+
+/// Write half of a transport.
+pub enum WireWriter {
+    Stream(WriteHalf<BoxStream>),
+    Ws(SplitSink<WebSocketStream<BoxStream>, Message>),
+}
+
+impl WireReader {
+    /// Appends received bytes to `buf`; `Ok(0)` means the peer closed. Cancel-safe.
+    pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            WireReader::Stream(r) => {
+                if buf.capacity() - buf.len() < 4096 {
+                    buf.reserve(16 * 1024);
+                }
+                r.read_buf(buf).await
+            }
+            WireReader::Ws(ws) => loop {
+                match ws.next().await {
+                    None => return Ok(0),
+                    Some(Err(e)) => return Err(io::Error::other(e)),
+                    Some(Ok(Message::Binary(data))) => {
+                        if data.is_empty() {
+                            continue;
+                        }
+                        buf.extend_from_slice(&data);
+                        return Ok(data.len());
+                    }
+                    Some(Ok(Message::Close(_))) => return Ok(0),
+                    Some(Ok(_)) => continue,
+                }
+            },
+        }
+    }
+}
+
+impl WireWriter {
+    pub async fn write_all(&mut self, data: Bytes) -> io::Result<()> {
+        match self {
+            WireWriter::Stream(w) => w.write_all(&data).await,
+            WireWriter::Ws(ws) => ws
+                .send(Message::Binary(data))
+                .await
+                .map_err(io::Error::other),
+        }
+    }
+
+    pub async fn shutdown(&mut self) {
+        match self {
+            WireWriter::Stream(w) => {
+                let _ = w.shutdown().await;
+            }
+            WireWriter::Ws(ws) => {
+                let _ = ws.close().await;
+            }
+        }
+    }
+}
+
+/// WebSocket settings with small buffers (default buffers cost ~135 KiB per connection).
+pub fn lean_ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1 << 20)
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20))
+}
+
+async fn tcp_connect(url: &BrokerUrl, bind: Option<IpAddr>) -> Result<TcpStream, TransportError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(url.authority())
+        .await
+        .map_err(|_| TransportError::Resolve(url.authority()))?
+        .collect();
+    let mut last = None;
+    for addr in addrs {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| TransportError::Connect {
+            addr: addr.to_string(),
+            source: e,
+        })?;
+        if let Some(ip) = bind {
+            if let Err(e) = socket.bind(SocketAddr::new(ip, 0)) {
+                last = Some(TransportError::Connect {
+                    addr: format!("{addr} (from {ip})"),
+                    source: e,
+                });
+                continue;
+            }
+        }
+        match socket.connect(addr).await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => {
+                last = Some(TransportError::Connect {
+                    addr: addr.to_string(),
+                    source: e,
+                })
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| TransportError::Resolve(url.authority())))
+}
+
+/// Opens the transport named by `url` (without any MQTT traffic yet).
+pub async fn open(
+    url: &BrokerUrl,
+    opts: &ConnectOptions,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    bind: Option<IpAddr>,
+) -> Result<(WireReader, WireWriter), TransportError> {
+    let tcp = tcp_connect(url, bind).await?;
+    let stream: BoxStream = if url.scheme.is_tls() {
+        let config = match tls {
+            Some(c) => c.clone(),
+            None => tls_config(opts)?,
+        };
+        let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+            .map_err(|e| TransportError::TlsConfig(format!("server name {}: {e}", url.host)))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| TransportError::Tls {
+                addr: url.authority(),
+                source: e,
+            })?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
+    if url.scheme.is_ws() {
+        let ws_err = |reason: String| TransportError::WebSocket {
+            url: url.ws_url(),
+            reason,
+        };
+        let mut request = url
+            .ws_url()
+            .into_client_request()
+            .map_err(|e| ws_err(e.to_string()))?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "mqtt".parse().expect("static header"),
+        );
+        let (ws, _resp) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(lean_ws_config()))
+                .await
+                .map_err(|e| match e {
+                    tokio_tungstenite::tungstenite::Error::Io(source) => TransportError::Connect {
+                        addr: url.authority(),
+                        source,
+                    },
+                    other => ws_err(other.to_string()),
+                })?;
+        let (w, r) = ws.split();
+        Ok((WireReader::Ws(r), WireWriter::Ws(w)))
+    } else {
+        let (r, w) = tokio::io::split(stream);
+        Ok((WireReader::Stream(r), WireWriter::Stream(w)))
+    }
+}
