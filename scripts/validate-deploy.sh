@@ -88,6 +88,20 @@ WORKER_ENV = COMMON_ENV | {"MQTT_BROKER", "MQTT_SUB", "SHARE_GROUP", "CONNECTION
 PORTS = {"loadgen": 8090, "worker": 8080}
 
 
+def source_env(*dirs):
+    """Env names the binaries declare (clap `env = "..."`), when the sources are there."""
+    names = set()
+    for d in dirs:
+        for f in glob.glob(os.path.join(ROOT, d, "**", "*.rs"), recursive=True):
+            names.update(re.findall(r'\benv\s*=\s*"([A-Z][A-Z0-9_]*)"', open(f, errors="replace").read()))
+    return names
+
+
+# Allowed = the contract's names plus whatever the binaries really read.
+LOADGEN_ENV |= source_env("loadgen/src", "common/src")
+WORKER_ENV |= source_env("worker/src", "common/src")
+
+
 class Fail(Exception):
     pass
 
