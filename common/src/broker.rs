@@ -160,7 +160,7 @@ pub struct ConnectOptions {
         default_value = "5",
         value_name = "MQTT_VERSION"
     )]
-    pub version: MqttVersion,
+    pub mqtt_version: MqttVersion,
     /// Username for broker authentication (unset = anonymous)
     #[arg(long, env = "MQTT_USERNAME", value_name = "MQTT_USERNAME")]
     pub mqtt_username: Option<String>,
@@ -212,7 +212,7 @@ pub struct ConnectOptions {
 
 impl ConnectOptions {
     pub fn protocol(&self) -> Protocol {
-        self.version.0
+        self.mqtt_version.0
     }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms.max(1))
@@ -229,7 +229,7 @@ impl ConnectOptions {
                 .unwrap_or_default()
         };
         vec![
-            ("MQTT_VERSION", self.version.to_string()),
+            ("MQTT_VERSION", self.mqtt_version.to_string()),
             (
                 "MQTT_USERNAME",
                 self.mqtt_username.clone().unwrap_or_default(),

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Largest packet we accept from a broker.
-pub const MAX_PACKET: usize = 1 << 20;
+pub const MAX_PACKET: usize = 4 << 20;
 
 /// Why a session could not be set up.
 #[derive(Debug, Error)]
@@ -277,6 +277,31 @@ async fn establish_inner(spec: &SessionSpec) -> Result<Session, SessionError> {
         protocol: proto,
         receive_max,
     })
+}
+
+/// [`establish`], retrying transient failures (refused, unreachable, timeouts) with backoff until
+/// `budget` has passed. Final errors (authentication, untrusted certificate) return at once.
+pub async fn establish_with_retry(
+    spec: &SessionSpec,
+    budget: Duration,
+) -> Result<Session, SessionError> {
+    let deadline = Instant::now() + budget;
+    let mut attempt = 0;
+    loop {
+        match establish(spec).await {
+            Ok(s) => return Ok(s),
+            Err(e) if e.is_final() => return Err(e),
+            Err(e) => {
+                let wait = backoff(attempt);
+                if Instant::now() + wait >= deadline {
+                    return Err(e);
+                }
+                attempt += 1;
+                tracing::debug!(client = %spec.client_id, "connect failed ({e}); retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
 }
 
 /// Appends a PUBACK for `pkid` (same bytes in 3.1.1 and 5 for success).

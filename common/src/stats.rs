@@ -5,6 +5,7 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Prometheus latency buckets in seconds: 100 µs to 30 s.
@@ -93,6 +94,80 @@ impl SharedHistogram {
         let out = h.clone();
         h.reset();
         out
+    }
+}
+
+/// A lock-free histogram with the fixed Prometheus buckets, for many concurrent recorders
+/// (e.g. worker tasks). Percentiles read from it are bucket upper bounds.
+pub struct AtomicBuckets {
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Default for AtomicBuckets {
+    fn default() -> Self {
+        AtomicBuckets {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl AtomicBuckets {
+    #[inline]
+    pub fn record_us(&self, us: u64) {
+        let s = us as f64 / 1e6;
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us.load(Ordering::Relaxed)
+    }
+
+    /// Upper bound (µs) of the bucket holding quantile `q`; 0 when empty.
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut acc = 0;
+        for (i, c) in counts.iter().enumerate() {
+            acc += c;
+            if acc >= rank {
+                return LATENCY_BUCKETS
+                    .get(i)
+                    .map_or(u64::MAX, |b| (b * 1e6) as u64);
+            }
+        }
+        u64::MAX
+    }
+
+    pub fn write_prometheus(&self, w: &mut PromWriter, name: &str, help: &str) {
+        w.head(name, help, "histogram");
+        let mut acc = 0;
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            acc += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(w.out, "{name}_bucket{{le=\"{b}\"}} {acc}");
+        }
+        acc += self.counts[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(w.out, "{name}_bucket{{le=\"+Inf\"}} {acc}");
+        let _ = writeln!(w.out, "{name}_sum {}", fmt_f64(self.sum_us() as f64 / 1e6));
+        let _ = writeln!(w.out, "{name}_count {acc}");
     }
 }
 
@@ -201,6 +276,25 @@ mod tests {
         assert!(text.contains("x_seconds_bucket{le=\"+Inf\"} 5\n"), "{text}");
         assert!(text.contains("x_seconds_count 5\n"));
         assert!(text.contains("# TYPE x_seconds histogram\n"));
+    }
+
+    #[test]
+    fn atomic_buckets_export_cumulative_counts() {
+        let b = AtomicBuckets::default();
+        for us in [50, 150, 900, 2_000, 40_000_000] {
+            b.record_us(us);
+        }
+        assert_eq!(b.count(), 5);
+        assert_eq!(b.quantile_us(0.5), 1_000);
+        let mut w = PromWriter::new();
+        b.write_prometheus(&mut w, "y_seconds", "t");
+        let text = w.finish();
+        assert!(
+            text.contains("y_seconds_bucket{le=\"0.00025\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("y_seconds_bucket{le=\"30\"} 4\n"), "{text}");
+        assert!(text.contains("y_seconds_bucket{le=\"+Inf\"} 5\n"), "{text}");
     }
 
     #[test]

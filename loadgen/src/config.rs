@@ -26,10 +26,21 @@ pub enum Scenario {
 #[command(name = "loadgen", version, about, max_term_width = 110)]
 pub struct Config {
     /// Scenario to run
-    #[arg(long, env = "SCENARIO", value_enum, default_value = "rr", value_name = "SCENARIO")]
+    #[arg(
+        long,
+        env = "SCENARIO",
+        value_enum,
+        default_value = "rr",
+        value_name = "SCENARIO"
+    )]
     pub scenario: Scenario,
     /// Broker URL: mqtt://host:port (tcp://), mqtts:// (ssl://), ws://host:port/path, wss://
-    #[arg(long, env = "BROKER", default_value = "mqtt://127.0.0.1:1883", value_name = "BROKER")]
+    #[arg(
+        long,
+        env = "BROKER",
+        default_value = "mqtt://127.0.0.1:1883",
+        value_name = "BROKER"
+    )]
     pub broker: BrokerUrl,
     #[command(flatten)]
     pub connect: ConnectOptions,
@@ -41,28 +52,58 @@ pub struct Config {
     #[arg(long, env = "PAYLOAD_BYTES", value_name = "PAYLOAD_BYTES")]
     pub payload_bytes: Option<u32>,
     /// Seconds at the start left out of the statistics
-    #[arg(long, env = "WARMUP_SEC", default_value_t = 5, value_name = "WARMUP_SEC")]
+    #[arg(
+        long,
+        env = "WARMUP_SEC",
+        default_value_t = 5,
+        value_name = "WARMUP_SEC"
+    )]
     pub warmup_sec: u64,
     /// Seconds of measurement after warm-up; 0 runs until SIGINT/SIGTERM
-    #[arg(long, env = "DURATION_SEC", default_value_t = 0, value_name = "DURATION_SEC")]
+    #[arg(
+        long,
+        env = "DURATION_SEC",
+        default_value_t = 0,
+        value_name = "DURATION_SEC"
+    )]
     pub duration_sec: u64,
     /// Name of this instance; response topics are private to it (default: host name)
     #[arg(long, env = "INSTANCE_ID", value_name = "INSTANCE_ID")]
     pub instance_id: Option<String>,
     /// Port of /metrics, /stats, /health, /ready and the web dashboard (0 = any free port)
-    #[arg(long, env = "METRICS_PORT", default_value_t = 8090, value_name = "METRICS_PORT")]
+    #[arg(
+        long,
+        env = "METRICS_PORT",
+        default_value_t = 8090,
+        value_name = "METRICS_PORT"
+    )]
     pub metrics_port: u16,
     /// Address the HTTP endpoints bind to
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0", value_name = "METRICS_ADDR")]
+    #[arg(
+        long,
+        env = "METRICS_ADDR",
+        default_value = "0.0.0.0",
+        value_name = "METRICS_ADDR"
+    )]
     pub metrics_addr: IpAddr,
     /// Path of the final JSON report (unset = none)
     #[arg(long, env = "REPORT_JSON", value_name = "REPORT_JSON")]
     pub report_json: Option<PathBuf>,
     /// Seconds between live progress lines on stderr (0 = off)
-    #[arg(long, env = "PROGRESS_SEC", default_value_t = 1, value_name = "PROGRESS_SEC")]
+    #[arg(
+        long,
+        env = "PROGRESS_SEC",
+        default_value_t = 1,
+        value_name = "PROGRESS_SEC"
+    )]
     pub progress_sec: u64,
     /// Worker /stats addresses (host:port, comma separated) shown on the dashboard
-    #[arg(long, env = "WORKER_STATS_URLS", value_delimiter = ',', value_name = "WORKER_STATS_URLS")]
+    #[arg(
+        long,
+        env = "WORKER_STATS_URLS",
+        value_delimiter = ',',
+        value_name = "WORKER_STATS_URLS"
+    )]
     pub worker_stats_urls: Vec<String>,
 }
 
@@ -70,22 +111,47 @@ pub struct Config {
 #[derive(Args, Clone, Debug)]
 pub struct RrConfig {
     /// Simulated clients, multiplexed over CONNECTIONS
-    #[arg(long, env = "VIRTUAL_CLIENTS", default_value_t = 100_000, value_name = "VIRTUAL_CLIENTS")]
+    #[arg(
+        long,
+        env = "VIRTUAL_CLIENTS",
+        default_value_t = 100_000,
+        value_name = "VIRTUAL_CLIENTS"
+    )]
     pub virtual_clients: u32,
     /// MQTT connections carrying the virtual clients
-    #[arg(long, env = "CONNECTIONS", default_value_t = 100, value_name = "CONNECTIONS")]
+    #[arg(
+        long,
+        env = "CONNECTIONS",
+        default_value_t = 100,
+        value_name = "CONNECTIONS"
+    )]
     pub connections: u32,
     /// Request topic shards req/{0..SHARDS}
     #[arg(long, env = "SHARDS", default_value_t = 256, value_name = "SHARDS")]
     pub shards: u32,
     /// Each virtual client sends one request per interval (ms); offered rate = VIRTUAL_CLIENTS*1000/INTERVAL_MS
-    #[arg(long, env = "INTERVAL_MS", default_value_t = 2000, value_name = "INTERVAL_MS")]
+    #[arg(
+        long,
+        env = "INTERVAL_MS",
+        default_value_t = 2000,
+        value_name = "INTERVAL_MS"
+    )]
     pub interval_ms: u64,
     /// Requests a virtual client may have unanswered; a due send beyond it is counted as skipped
-    #[arg(long, env = "MAX_INFLIGHT_PER_CLIENT", default_value_t = 1, value_name = "MAX_INFLIGHT_PER_CLIENT")]
+    #[arg(
+        long,
+        env = "MAX_INFLIGHT_PER_CLIENT",
+        default_value_t = 1,
+        value_name = "MAX_INFLIGHT_PER_CLIENT"
+    )]
     pub max_inflight_per_client: u32,
     /// A request without answer after this many ms is a timeout
-    #[arg(long, env = "TIMEOUT_MS", default_value_t = 5000, value_name = "TIMEOUT_MS")]
+    #[arg(
+        long,
+        env = "TIMEOUT_MS",
+        default_value_t = 5000,
+        value_name = "TIMEOUT_MS"
+    )]
     pub timeout_ms: u64,
     /// QoS of requests (0 or 1)
     #[arg(long, env = "REQ_QOS", default_value_t = 0, value_name = "REQ_QOS", value_parser = clap::value_parser!(u8).range(0..=1))]
@@ -94,13 +160,28 @@ pub struct RrConfig {
     #[arg(long, env = "RESP_QOS", default_value_t = 0, value_name = "RESP_QOS", value_parser = clap::value_parser!(u8).range(0..=1))]
     pub resp_qos: u8,
     /// Scheduler lanes (tasks), each owning a share of clients and connections; tuning only, never changes the rate
-    #[arg(long, env = "PUBLISH_WORKERS", default_value_t = 1, value_name = "PUBLISH_WORKERS")]
+    #[arg(
+        long,
+        env = "PUBLISH_WORKERS",
+        default_value_t = 1,
+        value_name = "PUBLISH_WORKERS"
+    )]
     pub publish_workers: u32,
     /// Most requests encoded into one write; tuning only, never changes the rate
-    #[arg(long, env = "BATCH_SIZE", default_value_t = 512, value_name = "BATCH_SIZE")]
+    #[arg(
+        long,
+        env = "BATCH_SIZE",
+        default_value_t = 512,
+        value_name = "BATCH_SIZE"
+    )]
     pub batch_size: u32,
     /// Prefix of request topics
-    #[arg(long, env = "REQ_TOPIC_PREFIX", default_value = "req", value_name = "REQ_TOPIC_PREFIX")]
+    #[arg(
+        long,
+        env = "REQ_TOPIC_PREFIX",
+        default_value = "req",
+        value_name = "REQ_TOPIC_PREFIX"
+    )]
     pub req_topic_prefix: String,
 }
 
@@ -213,7 +294,10 @@ impl Config {
         let mut put = |k: &str, v: Value| {
             m.insert(k.to_string(), v);
         };
-        put("SCENARIO", serde_json::to_value(self.scenario).unwrap_or_default());
+        put(
+            "SCENARIO",
+            serde_json::to_value(self.scenario).unwrap_or_default(),
+        );
         put("BROKER", Value::from(self.broker.to_string()));
         for (k, v) in self.connect.describe() {
             put(k, Value::from(v));
@@ -242,7 +326,10 @@ impl Config {
             put("CONNECTIONS", Value::from(rr.connections));
             put("SHARDS", Value::from(rr.shards));
             put("INTERVAL_MS", Value::from(rr.interval_ms));
-            put("MAX_INFLIGHT_PER_CLIENT", Value::from(rr.max_inflight_per_client));
+            put(
+                "MAX_INFLIGHT_PER_CLIENT",
+                Value::from(rr.max_inflight_per_client),
+            );
             put("TIMEOUT_MS", Value::from(rr.timeout_ms));
             put("REQ_QOS", Value::from(rr.req_qos));
             put("RESP_QOS", Value::from(rr.resp_qos));

@@ -1,0 +1,43 @@
+//! loadgen binary: parse the environment, run the scenario, print and write the report, and
+//! map errors to exit codes (2 configuration, 3 broker unreachable or refusing).
+
+use rr_common::cli;
+
+fn main() {
+    let cfg: loadgen::config::Config = cli::parse_or_exit();
+    if let Err(e) = cfg.validate() {
+        cli::config_exit(&e);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(async {
+        cli::init_logging();
+        let shutdown = cli::shutdown_on_signals();
+        match loadgen::run(&cfg, shutdown).await {
+            Ok(report) => {
+                print!("{}", report.text());
+                if let Some(path) = &cfg.report_json {
+                    if let Err(e) = report.write_json(path) {
+                        eprintln!("error: cannot write REPORT_JSON {}: {e}", path.display());
+                        return 1;
+                    }
+                    eprintln!("report written to {}", path.display());
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                e.exit_code()
+            }
+        }
+    });
+    std::process::exit(code);
+}

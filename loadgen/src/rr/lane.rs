@@ -1,0 +1,442 @@
+//! One scheduler lane: owns a share of the virtual clients, walks their open-loop schedule,
+//! encodes due requests into per-connection batches, matches replies to requests, and expires
+//! timeouts. Pure state machine (no sockets), so it is tested directly.
+//!
+//! A request's sequence number is the schedule cycle it was due in, so its scheduled send time
+//! is computed, not stored: per client the lane keeps only its pending cycles and two 32-bit
+//! windows (sent, answered) that tell a late answer from a duplicate or a forged one.
+
+use super::books::{Books, Outcome};
+use bytes::BytesMut;
+use hdrhistogram::Histogram;
+use rr_common::codec::{self, Correlation, OutPublish, Protocol};
+use rr_common::stats::{new_histogram, record_us};
+use std::collections::VecDeque;
+
+const EMPTY: u32 = u32::MAX;
+/// Cycles remembered per client to classify late and duplicate answers.
+const WINDOW: u32 = 32;
+
+/// Fixed facts of the lane.
+#[derive(Clone, Debug)]
+pub struct LaneSpec {
+    pub lane: u32,
+    pub lanes: u32,
+    pub total_clients: u32,
+    pub interval_ns: u64,
+    pub timeout_ns: u64,
+    pub max_inflight: u32,
+    pub run_id: u32,
+    pub proto: Protocol,
+    pub qos: u8,
+    pub shards: u32,
+    /// Answers expected (false for the publish-only scenario).
+    pub expect_replies: bool,
+    /// Most requests in one connection batch before moving to the next connection.
+    pub batch_size: u32,
+}
+
+/// Pre-encoded topic strings.
+pub struct Topics {
+    /// `req/{shard}` per shard.
+    pub request: Vec<Vec<u8>>,
+    /// Reply topic per lane connection (index into the lane's connection list).
+    pub reply: Vec<Vec<u8>>,
+}
+
+/// Time boundaries in ns since the run's epoch.
+#[derive(Copy, Clone, Debug)]
+pub struct Window {
+    pub measure_from: u64,
+    /// Requests due at or after this are not sent (u64::MAX while running).
+    pub stop_at: u64,
+}
+
+impl Window {
+    #[inline]
+    fn measured(&self, sched: u64) -> bool {
+        sched >= self.measure_from && sched < self.stop_at
+    }
+}
+
+/// Where a tick's requests go: one buffer per lane connection.
+pub struct Batches {
+    pub bufs: Vec<BytesMut>,
+    pub counts: Vec<u32>,
+    /// Connections that may take traffic now.
+    pub usable: Vec<bool>,
+}
+
+impl Batches {
+    pub fn new(conns: usize) -> Self {
+        Batches {
+            bufs: (0..conns)
+                .map(|_| BytesMut::with_capacity(16 * 1024))
+                .collect(),
+            counts: vec![0; conns],
+            usable: vec![true; conns],
+        }
+    }
+}
+
+pub struct Lane {
+    pub spec: LaneSpec,
+    topics: Topics,
+    body: Vec<u8>,
+    /// Pending cycle numbers, `max_inflight` slots per local client.
+    pending: Vec<u32>,
+    sent_bits: Vec<u32>,
+    answered_bits: Vec<u32>,
+    /// (local client, cycle) in send order, for expiry.
+    fifo: VecDeque<(u32, u32)>,
+    /// Schedule cursor: next local client and its cycle.
+    cursor_k: u32,
+    cursor_r: u32,
+    local_clients: u32,
+    /// Connection used for the current tick.
+    rr_conn: usize,
+    pub inflight: u64,
+    pub lat_all: Histogram<u64>,
+    pub lat_window: Histogram<u64>,
+    pub lat_recent: Histogram<u64>,
+    pub lag_window: Histogram<u64>,
+    pub lag_recent: Histogram<u64>,
+    pkid: u16,
+}
+
+impl Lane {
+    pub fn new(spec: LaneSpec, topics: Topics, payload_bytes: usize) -> Lane {
+        let local = (spec.total_clients - spec.lane).div_ceil(spec.lanes);
+        let m = spec.max_inflight as usize;
+        let body = (0..payload_bytes).map(|i| b'a' + (i % 26) as u8).collect();
+        Lane {
+            pending: vec![
+                EMPTY;
+                if spec.expect_replies {
+                    local as usize * m
+                } else {
+                    0
+                }
+            ],
+            sent_bits: vec![
+                0;
+                if spec.expect_replies {
+                    local as usize
+                } else {
+                    0
+                }
+            ],
+            answered_bits: vec![
+                0;
+                if spec.expect_replies {
+                    local as usize
+                } else {
+                    0
+                }
+            ],
+            fifo: VecDeque::new(),
+            cursor_k: 0,
+            cursor_r: 0,
+            local_clients: local,
+            rr_conn: spec.lane as usize % topics.reply.len().max(1),
+            inflight: 0,
+            lat_all: new_histogram(),
+            lat_window: new_histogram(),
+            lat_recent: new_histogram(),
+            lag_window: new_histogram(),
+            lag_recent: new_histogram(),
+            pkid: 0,
+            spec,
+            topics,
+            body,
+        }
+    }
+
+    #[inline]
+    fn global(&self, k: u32) -> u32 {
+        k * self.spec.lanes + self.spec.lane
+    }
+
+    /// Scheduled send time (ns since epoch) of local client `k` in cycle `r`.
+    #[inline]
+    pub fn sched(&self, k: u32, r: u32) -> u64 {
+        let phase = (u128::from(self.global(k)) * u128::from(self.spec.interval_ns)
+            / u128::from(self.spec.total_clients)) as u64;
+        u64::from(r) * self.spec.interval_ns + phase
+    }
+
+    /// Next due time of the schedule.
+    pub fn next_due(&self) -> u64 {
+        self.sched(self.cursor_k, self.cursor_r)
+    }
+
+    /// Handles every request due by `now` (ns). Returns how many were handled. Stops early (the
+    /// schedule then lags, and the lag is measured) when no connection can take more bytes.
+    pub fn run_due(&mut self, now: u64, win: &Window, books: &Books, out: &mut Batches) -> u32 {
+        let mut handled = 0;
+        if self.local_clients == 0 {
+            return 0;
+        }
+        loop {
+            let due = self.next_due();
+            if due > now || due >= win.stop_at {
+                break;
+            }
+            let (k, r) = (self.cursor_k, self.cursor_r);
+            let measured = win.measured(due);
+            if !self.send_one(k, r, due, now, measured, books, out) {
+                break;
+            }
+            handled += 1;
+            self.cursor_k += 1;
+            if self.cursor_k == self.local_clients {
+                self.cursor_k = 0;
+                self.cursor_r = self.cursor_r.wrapping_add(1);
+            }
+        }
+        // next tick starts on the next connection
+        self.rr_conn = (self.rr_conn + 1) % out.bufs.len().max(1);
+        handled
+    }
+
+    /// Returns false when the request could not be placed and the schedule must wait.
+    #[allow(clippy::too_many_arguments)]
+    fn send_one(
+        &mut self,
+        k: u32,
+        r: u32,
+        due: u64,
+        now: u64,
+        measured: bool,
+        books: &Books,
+        out: &mut Batches,
+    ) -> bool {
+        let m = self.spec.max_inflight as usize;
+        let slot = if self.spec.expect_replies {
+            let bit = 1u32 << (r % WINDOW);
+            self.sent_bits[k as usize] &= !bit;
+            self.answered_bits[k as usize] &= !bit;
+            let slots = &self.pending[k as usize * m..(k as usize + 1) * m];
+            match slots.iter().position(|&s| s == EMPTY) {
+                Some(i) => Some(i),
+                None => {
+                    books.count(Outcome::Skipped, measured);
+                    return true;
+                }
+            }
+        } else {
+            None
+        };
+        // pick a connection: this tick's, or the next usable one if full
+        let n = out.bufs.len();
+        let mut chosen = None;
+        for step in 0..n {
+            let c = (self.rr_conn + step) % n;
+            if out.usable[c] && out.counts[c] < self.spec.batch_size {
+                chosen = Some(c);
+                break;
+            }
+        }
+        let Some(c) = chosen else {
+            if !out.usable.iter().any(|u| *u) {
+                // no live connection: the request cannot be sent at all
+                books.count(Outcome::PublishError, measured);
+                return true;
+            }
+            return false; // every live connection has a full batch: continue next tick
+        };
+        self.rr_conn = c;
+        let g = self.global(k);
+        let corr = Correlation {
+            run: self.spec.run_id,
+            client: g,
+            seq: r,
+        }
+        .to_bytes();
+        let reply_topic = &self.topics.reply[self.reply_conn(k)];
+        let shard = (g % self.spec.shards) as usize;
+        let pkid = if self.spec.qos > 0 {
+            self.pkid = self.pkid.wrapping_add(1).max(1);
+            self.pkid
+        } else {
+            0
+        };
+        let buf = &mut out.bufs[c];
+        match self.spec.proto {
+            Protocol::V5 => codec::encode_publish(
+                buf,
+                Protocol::V5,
+                &OutPublish {
+                    topic: &self.topics.request[shard],
+                    qos: self.spec.qos,
+                    pkid,
+                    response_topic: self.spec.expect_replies.then_some(&reply_topic[..]),
+                    correlation: self.spec.expect_replies.then_some(&corr[..]),
+                    payload: &[&self.body],
+                },
+            ),
+            Protocol::V4 => {
+                let mut head = [0u8; 6 + 256 + codec::CORRELATION_LEN];
+                let hl = write_header(&mut head, reply_topic, &corr);
+                let head: &[u8] = if self.spec.expect_replies {
+                    &head[..hl]
+                } else {
+                    &[]
+                };
+                codec::encode_publish(
+                    buf,
+                    Protocol::V4,
+                    &OutPublish {
+                        topic: &self.topics.request[shard],
+                        qos: self.spec.qos,
+                        pkid,
+                        response_topic: None,
+                        correlation: None,
+                        payload: &[head, &self.body],
+                    },
+                )
+            }
+        }
+        out.counts[c] += 1;
+        books.count(Outcome::Sent, measured);
+        let lag_us = now.saturating_sub(due) / 1000;
+        if measured {
+            record_us(&mut self.lag_window, lag_us);
+        }
+        record_us(&mut self.lag_recent, lag_us);
+        if let Some(i) = slot {
+            self.pending[k as usize * m + i] = r;
+            self.sent_bits[k as usize] |= 1u32 << (r % WINDOW);
+            self.fifo.push_back((k, r));
+            self.inflight += 1;
+            books
+                .inflight
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Index (into the lane's connections) of the connection subscribed to `k`'s reply topic.
+    #[inline]
+    fn reply_conn(&self, k: u32) -> usize {
+        k as usize % self.topics.reply.len()
+    }
+
+    /// Matches one reply. `arrival` is ns since epoch.
+    pub fn on_reply(&mut self, corr: Correlation, arrival: u64, win: &Window, books: &Books) {
+        let g = corr.client;
+        let valid_client = g < self.spec.total_clients && g % self.spec.lanes == self.spec.lane;
+        if corr.run != self.spec.run_id || !valid_client || !self.spec.expect_replies {
+            books.count(Outcome::Invalid, win.measured(arrival));
+            return;
+        }
+        let k = g / self.spec.lanes;
+        let r = corr.seq;
+        let sched = self.sched(k, r);
+        let measured = win.measured(sched);
+        let current = self.cursor_r_of(k);
+        // cycles not yet due, or older than the remembered window
+        if r >= current || current - r > WINDOW {
+            if r < current {
+                books.count(Outcome::Late, measured); // too old to tell apart: it was answered late
+            } else {
+                books.count(Outcome::Invalid, win.measured(arrival));
+            }
+            return;
+        }
+        let bit = 1u32 << (r % WINDOW);
+        let ki = k as usize;
+        if self.sent_bits[ki] & bit == 0 {
+            books.count(Outcome::Invalid, win.measured(arrival));
+            return;
+        }
+        if self.answered_bits[ki] & bit != 0 {
+            books.count(Outcome::Duplicate, measured);
+            return;
+        }
+        self.answered_bits[ki] |= bit;
+        let m = self.spec.max_inflight as usize;
+        let slots = &mut self.pending[ki * m..(ki + 1) * m];
+        if let Some(s) = slots.iter_mut().find(|s| **s == r) {
+            *s = EMPTY;
+            self.inflight -= 1;
+            books
+                .inflight
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            books.count(Outcome::Matched, measured);
+            let us = arrival.saturating_sub(sched) / 1000;
+            record_us(&mut self.lat_all, us);
+            record_us(&mut self.lat_recent, us);
+            if measured {
+                record_us(&mut self.lat_window, us);
+            }
+        } else {
+            books.count(Outcome::Late, measured);
+        }
+    }
+
+    /// The first cycle of client `k` that has not been handled yet.
+    #[inline]
+    fn cursor_r_of(&self, k: u32) -> u32 {
+        if k < self.cursor_k {
+            self.cursor_r.wrapping_add(1)
+        } else {
+            self.cursor_r
+        }
+    }
+
+    /// Times out every pending request scheduled more than the timeout before `now`.
+    pub fn expire(&mut self, now: u64, win: &Window, books: &Books) {
+        let m = self.spec.max_inflight as usize;
+        while let Some(&(k, r)) = self.fifo.front() {
+            let sched = self.sched(k, r);
+            if sched + self.spec.timeout_ns > now {
+                break;
+            }
+            self.fifo.pop_front();
+            let slots = &mut self.pending[k as usize * m..(k as usize + 1) * m];
+            if let Some(s) = slots.iter_mut().find(|s| **s == r) {
+                *s = EMPTY;
+                self.inflight -= 1;
+                books
+                    .inflight
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                books.count(Outcome::Timeout, win.measured(sched));
+            }
+        }
+    }
+
+    /// Merges the lane's histograms into the shared ones and resets them.
+    pub fn merge_into(&mut self, books: &Books) {
+        books.latency_all.merge(&self.lat_all);
+        books.latency_window.merge(&self.lat_window);
+        books.latency_recent.merge(&self.lat_recent);
+        books.lag_window.merge(&self.lag_window);
+        books.lag_recent.merge(&self.lag_recent);
+        for h in [
+            &mut self.lat_all,
+            &mut self.lat_window,
+            &mut self.lat_recent,
+            &mut self.lag_window,
+            &mut self.lag_recent,
+        ] {
+            h.reset();
+        }
+    }
+}
+
+/// Writes the 3.1.1 payload header into `head`, returning its length.
+fn write_header(head: &mut [u8], reply_topic: &[u8], corr: &[u8]) -> usize {
+    let tl = reply_topic.len().min(256);
+    head[0..2].copy_from_slice(&codec::HEADER_MAGIC);
+    head[2] = codec::HEADER_VERSION;
+    head[3..5].copy_from_slice(&(tl as u16).to_be_bytes());
+    head[5..5 + tl].copy_from_slice(&reply_topic[..tl]);
+    head[5 + tl] = corr.len() as u8;
+    head[6 + tl..6 + tl + corr.len()].copy_from_slice(corr);
+    6 + tl + corr.len()
+}
+
+#[cfg(test)]
+#[path = "lane_tests.rs"]
+mod tests;

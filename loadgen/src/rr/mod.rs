@@ -1,0 +1,332 @@
+//! Request/response (and publish-only) scenario: connections, lanes, progress, drain, report.
+
+pub mod books;
+pub mod lane;
+mod live;
+
+use crate::config::{Config, Scenario};
+use crate::report::Report;
+use crate::LoadgenError;
+use books::Books;
+use bytes::Bytes;
+use lane::{Batches, Lane, LaneSpec, Topics, Window};
+use rr_common::codec::{self, CodecError, Correlation, InPublish};
+use rr_common::mqtt::{self, Inbound, LinkStatus, SessionSpec};
+use rr_common::stats::Summary;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use live::RrState;
+
+/// Replies read by one connection, handed to its lane once per read.
+struct ReplyBatch(Vec<(Correlation, Instant)>);
+
+/// Reader-side handler: decodes correlations, counts garbage, batches for the lane.
+struct Replies {
+    batch: Vec<(Correlation, Instant)>,
+    tx: mpsc::Sender<ReplyBatch>,
+    books: Arc<Books>,
+    epoch: Instant,
+    measure_from: u64,
+    stop_at: Arc<AtomicU64>,
+}
+
+impl Replies {
+    fn measured_now(&self, now: Instant) -> bool {
+        let t = now.duration_since(self.epoch).as_nanos() as u64;
+        t >= self.measure_from && t < self.stop_at.load(Relaxed)
+    }
+}
+
+impl Inbound for Replies {
+    fn on_publish(&mut self, p: &InPublish<'_>, now: Instant) {
+        match codec::response_correlation(p) {
+            Ok(c) => self.batch.push((c, now)),
+            Err(_) => self
+                .books
+                .count(books::Outcome::Invalid, self.measured_now(now)),
+        }
+    }
+    fn on_malformed(&mut self, _e: CodecError) {
+        self.books
+            .count(books::Outcome::Invalid, self.measured_now(Instant::now()));
+    }
+    async fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let b = std::mem::replace(&mut self.batch, Vec::with_capacity(64));
+            let _ = self.tx.send(ReplyBatch(b)).await;
+        }
+    }
+}
+
+/// Shared facts every lane needs at run time.
+struct LaneCtx {
+    books: Arc<Books>,
+    epoch: Instant,
+    measure_from: u64,
+    stop_at: Arc<AtomicU64>,
+    links: Vec<(mpsc::Sender<Bytes>, Arc<LinkStatus>)>,
+}
+
+async fn run_lane(mut lane: Lane, ctx: LaneCtx, mut replies: mpsc::Receiver<ReplyBatch>) {
+    let mut out = Batches::new(ctx.links.len());
+    let mut pending: Vec<Option<Bytes>> = vec![None; ctx.links.len()];
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_merge = Instant::now();
+    let ns = |t: Instant| t.duration_since(ctx.epoch).as_nanos() as u64;
+    loop {
+        let stop_at = ctx.stop_at.load(Relaxed);
+        let win = Window {
+            measure_from: ctx.measure_from,
+            stop_at,
+        };
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = ns(Instant::now());
+                // connections whose writer is backed up take no more this tick
+                for (i, (tx, status)) in ctx.links.iter().enumerate() {
+                    if let Some(b) = pending[i].take() {
+                        if let Err(mpsc::error::TrySendError::Full(b)) = tx.try_send(b) {
+                            pending[i] = Some(b);
+                        }
+                    }
+                    out.usable[i] = status.up.load(Relaxed) && pending[i].is_none();
+                    out.counts[i] = 0;
+                }
+                lane.run_due(now, &win, &ctx.books, &mut out);
+                for (i, (tx, _)) in ctx.links.iter().enumerate() {
+                    if out.bufs[i].is_empty() {
+                        continue;
+                    }
+                    let b = out.bufs[i].split().freeze();
+                    match tx.try_send(b) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(b)) => pending[i] = Some(b),
+                        // the link task is gone (shutdown): its requests will time out
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
+                }
+                lane.expire(now, &win, &ctx.books);
+                if last_merge.elapsed() >= Duration::from_millis(100) {
+                    lane.merge_into(&ctx.books);
+                    last_merge = Instant::now();
+                }
+                if stop_at != u64::MAX && (lane.inflight == 0 || now >= stop_at + lane.spec.timeout_ns) {
+                    lane.expire(now.max(stop_at + lane.spec.timeout_ns), &win, &ctx.books);
+                    break;
+                }
+            }
+            Some(batch) = replies.recv() => {
+                for (c, at) in batch.0 {
+                    lane.on_reply(c, ns(at), &win, &ctx.books);
+                }
+            }
+        }
+    }
+    lane.merge_into(&ctx.books);
+}
+
+/// Runs the rr or pub scenario to the end and returns its report.
+pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, LoadgenError> {
+    let rr = &cfg.rr;
+    let expect_replies = cfg.scenario == Scenario::Rr;
+    let instance = cfg.instance_id();
+    let run_id: u32 = rand::random();
+    let n_conn = rr.connections as usize;
+    let lanes = rr.publish_workers as usize;
+    let opts = Arc::new(cfg.connect.clone());
+    let tls = if cfg.broker.scheme.is_tls() {
+        Some(rr_common::net::tls_config(&opts).map_err(|e| LoadgenError::connect(cfg, e.into()))?)
+    } else {
+        None
+    };
+    let books = Arc::new(Books::default());
+    let epoch = Instant::now();
+    let warmup_ns = cfg.warmup().as_nanos() as u64;
+    let stop_at = Arc::new(AtomicU64::new(u64::MAX));
+    let statuses: Vec<Arc<LinkStatus>> = (0..n_conn).map(|_| Arc::default()).collect();
+    let state = Arc::new(RrState::new(cfg, books.clone(), statuses.clone(), epoch));
+    let http_addr = state.clone().serve(cfg, shutdown.clone()).await?;
+    tracing::info!("metrics on http://{http_addr}/metrics, stats on http://{http_addr}/stats, dashboard on http://{http_addr}/");
+    eprintln!(
+        "loadgen {}: {} virtual clients over {} connections, {} shards, interval {} ms -> offered rate {:.1} req/s",
+        instance,
+        rr.virtual_clients,
+        n_conn,
+        rr.shards,
+        rr.interval_ms,
+        cfg.offered_rate()
+    );
+
+    // Establish every connection first (start-up errors are final, exit 3).
+    let budget = Duration::from_millis(cfg.connect.connect_retry_ms);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n_conn {
+        let reply = format!("resp/{instance}/{i}");
+        let spec = SessionSpec {
+            url: cfg.broker.clone(),
+            opts: opts.clone(),
+            client_id: format!("lg-{instance}-{run_id:08x}-{i}"),
+            subscriptions: if expect_replies {
+                vec![(reply, rr.resp_qos)]
+            } else {
+                vec![]
+            },
+            bind: None,
+            tls: tls.clone(),
+        };
+        set.spawn(async move { (i, mqtt::establish_with_retry(&spec, budget).await, spec) });
+    }
+    let mut sessions: Vec<Option<(mqtt::Session, SessionSpec)>> =
+        (0..n_conn).map(|_| None).collect();
+    while let Some(j) = set.join_next().await {
+        let Ok((i, r, spec)) = j else { continue };
+        let s = r.map_err(|e| LoadgenError::connect(cfg, e))?;
+        sessions[i] = Some((s, spec));
+    }
+    state.ready.store(true, Relaxed);
+
+    // Lanes: connection c and client g belong to lane (c % lanes) and (g % lanes).
+    let payload = cfg.payload_bytes();
+    let request_topics: Vec<Vec<u8>> = (0..rr.shards)
+        .map(|s| format!("{}/{s}", rr.req_topic_prefix).into_bytes())
+        .collect();
+    let mut lane_tasks = Vec::new();
+    let link_shutdown = CancellationToken::new();
+    let mut lane_links: Vec<Vec<usize>> = vec![Vec::new(); lanes];
+    for c in 0..n_conn {
+        lane_links[c % lanes].push(c);
+    }
+    for (l, conns) in lane_links.iter().enumerate() {
+        let (rtx, rrx) = mpsc::channel::<ReplyBatch>(4096);
+        let mut links = Vec::new();
+        for &c in conns {
+            let (tx, rx) = mpsc::channel::<Bytes>(64);
+            let (session, spec) = sessions[c]
+                .take()
+                .expect("every connection was established");
+            let handler = Replies {
+                batch: Vec::with_capacity(64),
+                tx: rtx.clone(),
+                books: books.clone(),
+                epoch,
+                measure_from: warmup_ns,
+                stop_at: stop_at.clone(),
+            };
+            tokio::spawn(mqtt::drive(
+                spec,
+                session,
+                handler,
+                rx,
+                statuses[c].clone(),
+                link_shutdown.clone(),
+            ));
+            links.push((tx, statuses[c].clone()));
+        }
+        let spec = LaneSpec {
+            lane: l as u32,
+            lanes: lanes as u32,
+            total_clients: rr.virtual_clients,
+            interval_ns: rr.interval_ms * 1_000_000,
+            timeout_ns: rr.timeout_ms * 1_000_000,
+            max_inflight: rr.max_inflight_per_client,
+            run_id,
+            proto: opts.protocol(),
+            qos: rr.req_qos,
+            shards: rr.shards,
+            expect_replies,
+            batch_size: rr.batch_size,
+        };
+        let topics = Topics {
+            request: request_topics.clone(),
+            reply: conns
+                .iter()
+                .map(|c| format!("resp/{instance}/{c}").into_bytes())
+                .collect(),
+        };
+        let lane = Lane::new(spec, topics, payload);
+        let ctx = LaneCtx {
+            books: books.clone(),
+            epoch,
+            measure_from: warmup_ns,
+            stop_at: stop_at.clone(),
+            links,
+        };
+        lane_tasks.push(tokio::spawn(run_lane(lane, ctx, rrx)));
+    }
+    state.started.store(true, Relaxed);
+
+    // Run until the duration passes or shutdown is requested, printing progress.
+    let progress = state
+        .clone()
+        .progress_loop(cfg.progress_sec, shutdown.clone());
+    let end = async {
+        if cfg.duration_sec == 0 {
+            shutdown.cancelled().await;
+        } else {
+            let until = epoch + cfg.warmup() + Duration::from_secs(cfg.duration_sec);
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep_until(until.into()) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = end => {}
+        _ = progress => {}
+    }
+    let stop = epoch.elapsed().as_nanos() as u64;
+    stop_at.store(stop, Relaxed);
+    state.phase.store(live::PHASE_DRAINING, Relaxed);
+    eprintln!(
+        "stopping: no new requests; draining for up to {} ms",
+        rr.timeout_ms
+    );
+    for t in lane_tasks {
+        let _ = t.await;
+    }
+    link_shutdown.cancel();
+    state.phase.store(live::PHASE_DONE, Relaxed);
+
+    let w = books.window.snapshot();
+    let duration_s = (stop.saturating_sub(warmup_ns)) as f64 / 1e9;
+    let reconnects = statuses.iter().map(|s| s.reconnects.load(Relaxed)).sum();
+    let report = Report {
+        scenario: match cfg.scenario {
+            Scenario::Pub => "pub".into(),
+            _ => "rr".into(),
+        },
+        instance_id: instance,
+        config: cfg.describe(),
+        duration_s,
+        offered_rate: cfg.offered_rate(),
+        achieved_rate: if duration_s > 0.0 {
+            w.sent as f64 / duration_s
+        } else {
+            0.0
+        },
+        sent: w.sent,
+        matched: w.matched,
+        timeouts: w.timeouts,
+        late: w.late,
+        duplicates: w.duplicates,
+        invalid: w.invalid,
+        skipped: w.skipped,
+        publish_errors: w.publish_errors,
+        reconnects,
+        match_rate: if w.sent > 0 {
+            w.matched as f64 / w.sent as f64
+        } else {
+            0.0
+        },
+        latency_us: books.latency_window.summary(),
+        schedule_lag_us: Summary::of(&books.lag_window.snapshot()),
+        unresolved: books.inflight.load(Relaxed),
+        extra: serde_json::Map::new(),
+    };
+    Ok(report)
+}

@@ -1,0 +1,332 @@
+//! worker: the service side of the request/response benchmark. Subscriber connections on a
+//! shared subscription feed a bounded queue drained by an autoscaled pool of workers, which
+//! answer each request on its reply topic with its correlation.
+
+pub mod config;
+pub mod intake;
+pub mod outbox;
+pub mod pool;
+
+use config::Config;
+use pool::{Counters, Policy, Pool, Shared};
+use rr_common::http::{self, Endpoints};
+use rr_common::mqtt::{self, LinkHandle, LinkStatus, SessionError, SessionSpec};
+use rr_common::stats::PromWriter;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error("cannot connect to {url}: {source}")]
+    Connect { url: String, source: SessionError },
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl WorkerError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            WorkerError::Connect { .. } => rr_common::cli::EXIT_CONNECT,
+            WorkerError::Http { .. } => 1,
+        }
+    }
+}
+
+/// Live state exposed over HTTP and returned at the end.
+pub struct WorkerState {
+    pub shared: Arc<Shared>,
+    pub links: Vec<Arc<LinkStatus>>,
+    pub queue_cap: u64,
+    pub ready: std::sync::atomic::AtomicBool,
+    pub config: serde_json::Value,
+}
+
+/// Counter snapshot (also the `/stats` JSON).
+#[derive(Clone, Debug, serde::Serialize, PartialEq)]
+pub struct Snapshot {
+    pub received: u64,
+    pub responded: u64,
+    pub dropped: u64,
+    pub invalid: u64,
+    pub errors: u64,
+    pub queue_depth: u64,
+    pub in_progress: u64,
+    pub queue_capacity: u64,
+    pub pool_size: u64,
+    pub busy_workers: u64,
+    pub scale_up_events: u64,
+    pub scale_down_events: u64,
+    pub connections: u64,
+    pub reconnects: u64,
+    pub queue_wait_us: serde_json::Value,
+    pub processing_us: serde_json::Value,
+}
+
+impl Snapshot {
+    /// received == responded + dropped + invalid + errors + queued + in progress
+    pub fn conserved(&self) -> bool {
+        self.received
+            == self.responded
+                + self.dropped
+                + self.invalid
+                + self.errors
+                + self.queue_depth
+                + self.in_progress
+    }
+}
+
+impl WorkerState {
+    pub fn snapshot(&self) -> Snapshot {
+        let c: &Counters = &self.shared.counters;
+        let pct = |b: &rr_common::stats::AtomicBuckets| {
+            serde_json::json!({
+                "p50": b.quantile_us(0.5), "p99": b.quantile_us(0.99),
+                "count": b.count(),
+                "mean": if b.count() > 0 { b.sum_us() as f64 / b.count() as f64 } else { 0.0 },
+            })
+        };
+        // Read outcomes before `received`, so a concurrent request can only make
+        // the right-hand side look smaller, never larger.
+        let in_progress = c.in_progress.load(Relaxed);
+        let responded = c.responded.load(Relaxed);
+        let dropped = c.dropped.load(Relaxed);
+        let invalid = c.invalid.load(Relaxed);
+        let errors = c.errors.load(Relaxed);
+        let queue_depth = self.shared.queue_depth();
+        Snapshot {
+            received: c.received.load(Relaxed),
+            responded,
+            dropped,
+            invalid,
+            errors,
+            queue_depth,
+            in_progress,
+            queue_capacity: self.queue_cap,
+            pool_size: c.pool_size.load(Relaxed),
+            busy_workers: in_progress,
+            scale_up_events: c.scale_up.load(Relaxed),
+            scale_down_events: c.scale_down.load(Relaxed),
+            connections: self.links.iter().filter(|l| l.up.load(Relaxed)).count() as u64,
+            reconnects: self.links.iter().map(|l| l.reconnects.load(Relaxed)).sum(),
+            queue_wait_us: pct(&c.queue_wait),
+            processing_us: pct(&c.processing),
+        }
+    }
+}
+
+impl Endpoints for WorkerState {
+    fn metrics(&self) -> String {
+        let s = self.snapshot();
+        let c = &self.shared.counters;
+        let mut w = PromWriter::new();
+        w.counter(
+            "worker_requests_received_total",
+            "Requests received",
+            s.received,
+        );
+        w.counter(
+            "worker_responses_published_total",
+            "Responses handed to a connection",
+            s.responded,
+        );
+        w.counter(
+            "worker_requests_dropped_total",
+            "Requests dropped because the queue was full",
+            s.dropped,
+        );
+        w.counter(
+            "worker_requests_invalid_total",
+            "Messages that could not be parsed as requests",
+            s.invalid,
+        );
+        w.counter(
+            "worker_errors_total",
+            "Responses that could not be published",
+            s.errors,
+        );
+        w.gauge(
+            "worker_queue_depth",
+            "Requests waiting in the queue",
+            s.queue_depth as f64,
+        );
+        w.gauge(
+            "worker_queue_capacity",
+            "Capacity of the request queue",
+            s.queue_capacity as f64,
+        );
+        w.gauge(
+            "worker_pool_size",
+            "Workers in the pool",
+            s.pool_size as f64,
+        );
+        w.gauge(
+            "worker_busy_workers",
+            "Workers processing a request",
+            s.busy_workers as f64,
+        );
+        w.counter_labeled(
+            "worker_scale_events_total",
+            "Autoscaler resizes",
+            "direction",
+            &[("up", s.scale_up_events), ("down", s.scale_down_events)],
+        );
+        w.gauge(
+            "worker_connections",
+            "Connected subscriber connections",
+            s.connections as f64,
+        );
+        w.counter(
+            "worker_reconnects_total",
+            "Reconnects after a lost connection",
+            s.reconnects,
+        );
+        c.queue_wait.write_prometheus(
+            &mut w,
+            "worker_queue_wait_seconds",
+            "Time requests waited in the queue",
+        );
+        c.processing.write_prometheus(
+            &mut w,
+            "worker_processing_seconds",
+            "Time a worker spent on a request",
+        );
+        w.finish()
+    }
+
+    fn stats(&self) -> String {
+        let mut v = serde_json::to_value(self.snapshot()).unwrap_or_default();
+        if let Some(m) = v.as_object_mut() {
+            m.insert("config".into(), self.config.clone());
+        }
+        v.to_string()
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Relaxed) && self.links.iter().any(|l| l.up.load(Relaxed))
+    }
+}
+
+/// A running worker: its state and HTTP address.
+pub struct Running {
+    pub state: Arc<WorkerState>,
+    pub http_addr: SocketAddr,
+}
+
+/// Connects, subscribes, and starts serving. Returns once every connection is up; the worker
+/// keeps running until `shutdown` is cancelled.
+pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, WorkerError> {
+    let opts = Arc::new(cfg.connect.clone());
+    let proto = opts.protocol();
+    let tls = if cfg.broker.scheme.is_tls() {
+        Some(
+            rr_common::net::tls_config(&opts).map_err(|e| WorkerError::Connect {
+                url: cfg.broker.to_string(),
+                source: SessionError::Transport(e),
+            })?,
+        )
+    } else {
+        None
+    };
+    let n = cfg.connections as usize;
+    let instance = cfg.instance_id();
+    let nonce: u32 = rand::random();
+    let mut handles = Vec::with_capacity(n);
+    let mut receivers = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let status = Arc::new(LinkStatus::default());
+        handles.push(LinkHandle {
+            tx,
+            status: status.clone(),
+        });
+        receivers.push(rx);
+        statuses.push(status);
+    }
+    let (tx, rx) = async_channel::bounded(cfg.queue_cap as usize);
+    let shared = Arc::new(Shared {
+        counters: Counters::default(),
+        tx,
+        rx,
+        outbox: Arc::new(outbox::Outbox::new(handles)),
+    });
+    let state = Arc::new(WorkerState {
+        shared: shared.clone(),
+        links: statuses.clone(),
+        queue_cap: u64::from(cfg.queue_cap),
+        ready: false.into(),
+        config: cfg.describe(),
+    });
+    let http_bind = SocketAddr::new(cfg.metrics_addr, cfg.metrics_port);
+    let http_addr = http::serve(http_bind, state.clone(), shutdown.clone())
+        .await
+        .map_err(|source| WorkerError::Http {
+            addr: http_bind,
+            source,
+        })?;
+    tracing::info!("metrics on http://{http_addr}/metrics, stats on http://{http_addr}/stats");
+
+    let pool = Pool::new(shared.clone(), &cfg, shutdown.clone());
+    tokio::spawn(pool::autoscale(
+        pool,
+        Policy::from_config(&cfg),
+        cfg.scale_interval(),
+        shutdown.clone(),
+    ));
+    shared.outbox.spawn_flushers(shutdown.clone());
+
+    let subscription = cfg.subscription();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, rx) in receivers.into_iter().enumerate() {
+        let spec = SessionSpec {
+            url: cfg.broker.clone(),
+            opts: opts.clone(),
+            client_id: format!("worker-{instance}-{nonce:08x}-{i}"),
+            subscriptions: vec![(subscription.clone(), cfg.sub_qos)],
+            bind: None,
+            tls: tls.clone(),
+        };
+        let budget = Duration::from_millis(cfg.connect.connect_retry_ms);
+        set.spawn(async move { (i, mqtt::establish_with_retry(&spec, budget).await, spec, rx) });
+    }
+    while let Some(joined) = set.join_next().await {
+        let Ok((i, result, spec, rx)) = joined else {
+            continue;
+        };
+        let session = result.map_err(|source| WorkerError::Connect {
+            url: cfg.broker.to_string(),
+            source,
+        })?;
+        let intake = intake::Intake::new(shared.clone(), i, proto, cfg.pub_qos, cfg.drop_on_full);
+        tokio::spawn(mqtt::drive(
+            spec,
+            session,
+            intake,
+            rx,
+            statuses[i].clone(),
+            shutdown.clone(),
+        ));
+    }
+    state.ready.store(true, Relaxed);
+    tracing::info!(
+        "worker ready: {n} connections on {} subscribed to {subscription}, mode {:?}",
+        cfg.broker,
+        cfg.mode
+    );
+    Ok(Running { state, http_addr })
+}
+
+/// Runs until `shutdown`, then lets in-flight work finish briefly. Returns the final snapshot.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<Snapshot, WorkerError> {
+    let running = start(cfg, shutdown.clone()).await?;
+    shutdown.cancelled().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(running.state.snapshot())
+}

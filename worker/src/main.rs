@@ -1,0 +1,44 @@
+//! worker binary: parse the environment, run until SIGINT/SIGTERM, map errors to exit codes.
+
+use rr_common::cli;
+
+fn main() {
+    // MQTT_BROKER is an alias of BROKER.
+    if std::env::var_os("BROKER").is_none() {
+        if let Some(b) = std::env::var_os("MQTT_BROKER") {
+            std::env::set_var("BROKER", b);
+        }
+    }
+    let cfg: worker::config::Config = cli::parse_or_exit();
+    if let Err(e) = cfg.validate() {
+        cli::config_exit(&e);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(async {
+        cli::init_logging();
+        let shutdown = cli::shutdown_on_signals();
+        match worker::run(cfg, shutdown).await {
+            Ok(s) => {
+                println!(
+                    "worker done: received {} responded {} dropped {} invalid {} errors {} queued {}",
+                    s.received, s.responded, s.dropped, s.invalid, s.errors, s.queue_depth + s.in_progress
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                e.exit_code()
+            }
+        }
+    });
+    std::process::exit(code);
+}
