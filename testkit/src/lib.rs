@@ -1,0 +1,42 @@
+//! Test harness for the integration tests of loadgen and worker: real brokers on free ports.
+//!
+//! - [`Mosquitto`]: the system `mosquitto` (2.0) with a generated config in a tempdir, on
+//!   loopback ports picked at start; killed on drop. Tests must fail, not skip, when it is
+//!   missing ([`Mosquitto::start`] returns an error saying so).
+//! - [`Embedded`]: the in-process `rr-broker` (mqtt5 crate) on a free port.
+//! - [`TestPki`]: a throwaway CA with server and client certificates for TLS tests.
+//! - [`wait_until`] and friends: poll a condition with a deadline instead of sleeping.
+//! - [`rss_bytes`] / [`cpu_seconds`]: per-process figures from `/proc`.
+
+mod embedded;
+mod mosquitto;
+mod pki;
+mod procfs;
+mod wait;
+
+pub use embedded::Embedded;
+pub use mosquitto::{Mosquitto, MosquittoOptions, TlsFiles, MOSQUITTO_BIN};
+pub use pki::TestPki;
+pub use procfs::{cpu_seconds, rss_bytes, try_rss_bytes};
+pub use wait::{wait_until, wait_until_async, wait_until_blocking, POLL_INTERVAL};
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read back, released).
+///
+/// Another process may take it before the caller binds it; [`Mosquitto::start`] retries with
+/// fresh ports when that happens.
+///
+/// # Panics
+/// If 127.0.0.1:0 cannot be bound at all (no loopback interface): no test could run then.
+#[must_use]
+pub fn free_port() -> u16 {
+    try_free_port().unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0 to find a free port: {e}"))
+}
+
+/// [`free_port`] without the panic.
+///
+/// # Errors
+/// Binding 127.0.0.1:0 failed.
+pub fn try_free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}

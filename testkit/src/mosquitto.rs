@@ -1,0 +1,557 @@
+//! [`Mosquitto`]: the system mosquitto broker on free loopback ports, with a generated config,
+//! killed on drop.
+
+use std::fmt::Write as _;
+use std::fs::OpenOptions;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use tempfile::TempDir;
+
+use crate::try_free_port;
+use crate::wait::POLL_INTERVAL;
+
+/// Where Debian's `mosquitto` package installs the broker.
+pub const MOSQUITTO_BIN: &str = "/usr/sbin/mosquitto";
+/// Environment variable that overrides [`MOSQUITTO_BIN`].
+const MOSQUITTO_BIN_ENV: &str = "MOSQUITTO_BIN";
+const MOSQUITTO_PASSWD_BIN: &str = "mosquitto_passwd";
+/// How long a start or restart may take before it is an error.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many sets of fresh ports [`Mosquitto::start`] tries when one is taken meanwhile.
+const START_ATTEMPTS: usize = 5;
+/// How long [`Mosquitto::restart`] keeps retrying while its old ports are still busy.
+const RESTART_BIND_RETRY: Duration = Duration::from_secs(5);
+/// The log line mosquitto prints once every listener is open.
+const RUNNING_MARKER: &str = " running";
+/// Log lines that mean a listener port was taken.
+const PORT_TAKEN_MARKERS: [&str; 2] = [
+    "Address already in use",
+    "Unable to create websockets listener",
+];
+
+/// TLS listener files (PEM). [`crate::TestPki::server_files`] makes a set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Clients must present a certificate signed by `ca`.
+    pub require_certificate: bool,
+}
+
+/// What to start besides the plain MQTT/TCP listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MosquittoOptions {
+    /// Number of MQTT-over-WebSocket listeners (each on its own port).
+    pub ws_listeners: usize,
+    /// Adds an MQTT-over-TLS listener.
+    pub tls: Option<TlsFiles>,
+    /// `(user, password)`: creates a password file and turns anonymous access off.
+    pub password_file: Option<(String, String)>,
+    /// Per-listener connection cap; `None` = unlimited.
+    pub max_connections: Option<u32>,
+    /// Raw lines appended to the generated config (global section, after the defaults).
+    pub extra_config: Vec<String>,
+}
+
+impl MosquittoOptions {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    #[must_use]
+    pub fn ws_listeners(mut self, count: usize) -> Self {
+        self.ws_listeners = count;
+        self
+    }
+
+    #[must_use]
+    pub fn tls(mut self, files: TlsFiles) -> Self {
+        self.tls = Some(files);
+        self
+    }
+
+    #[must_use]
+    pub fn password(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.password_file = Some((user.into(), password.into()));
+        self
+    }
+
+    #[must_use]
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = Some(max);
+        self
+    }
+
+    #[must_use]
+    pub fn config_line(mut self, line: impl Into<String>) -> Self {
+        self.extra_config.push(line.into());
+        self
+    }
+}
+
+/// Listener ports of one mosquitto instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ports {
+    mqtt: u16,
+    ws: Vec<u16>,
+    tls: Option<u16>,
+}
+
+impl Ports {
+    fn pick(opts: &MosquittoOptions) -> anyhow::Result<Ports> {
+        let mut taken = Vec::new();
+        let mut next = || -> anyhow::Result<u16> {
+            // Ports are released between picks; skip a repeat so two listeners never collide.
+            for _ in 0..100 {
+                let port = try_free_port().context("picking a free port")?;
+                if !taken.contains(&port) {
+                    taken.push(port);
+                    return Ok(port);
+                }
+            }
+            bail!("the OS keeps handing out the same port")
+        };
+        Ok(Ports {
+            mqtt: next()?,
+            ws: (0..opts.ws_listeners)
+                .map(|_| next())
+                .collect::<Result<_, _>>()?,
+            tls: opts.tls.as_ref().map(|_| next()).transpose()?,
+        })
+    }
+
+    fn all(&self) -> impl Iterator<Item = u16> + '_ {
+        std::iter::once(self.mqtt)
+            .chain(self.ws.iter().copied())
+            .chain(self.tls)
+    }
+}
+
+/// Why one launch failed.
+enum LaunchError {
+    /// A listener port was taken: worth retrying (new ports on start, later on restart).
+    PortTaken(anyhow::Error),
+    Failed(anyhow::Error),
+}
+
+/// A mosquitto process started by the test. Killed (SIGKILL) on drop; if the test is
+/// panicking, the tail of the broker log is printed first.
+#[derive(Debug)]
+pub struct Mosquitto {
+    bin: PathBuf,
+    opts: MosquittoOptions,
+    ports: Ports,
+    dir: TempDir,
+    child: Option<Child>,
+    pid: u32,
+}
+
+impl Mosquitto {
+    /// Whether a mosquitto binary is installed (`$MOSQUITTO_BIN`, /usr/sbin/mosquitto or PATH).
+    /// For a clear message only: tests must still fail when it is missing.
+    #[must_use]
+    pub fn available() -> bool {
+        binary().is_some()
+    }
+
+    /// Starts mosquitto on free 127.0.0.1 ports and returns once every listener accepts TCP
+    /// connections.
+    ///
+    /// # Errors
+    /// mosquitto (or `mosquitto_passwd` when a password is asked for) is not installed, the
+    /// config is rejected, or the broker is not ready within 10 s. The error holds its log.
+    pub fn start(opts: MosquittoOptions) -> anyhow::Result<Mosquitto> {
+        let bin = binary().ok_or_else(|| {
+            anyhow!(
+                "mosquitto is not installed (looked at ${MOSQUITTO_BIN_ENV}, {MOSQUITTO_BIN} and \
+                 PATH); install the `mosquitto` package (`make test` does)"
+            )
+        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("rr-mosquitto-")
+            .tempdir()
+            .context("creating the mosquitto tempdir")?;
+        if let Some((user, password)) = &opts.password_file {
+            create_password_file(&dir.path().join("passwd"), user, password)?;
+        }
+        let ports = Ports::pick(&opts)?;
+        let mut broker = Mosquitto {
+            bin,
+            opts,
+            ports,
+            dir,
+            child: None,
+            pid: 0,
+        };
+        let mut attempt = 1;
+        loop {
+            std::fs::write(broker.config_path(), broker.render_config())
+                .context("writing mosquitto.conf")?;
+            match broker.launch() {
+                Ok(()) => return Ok(broker),
+                Err(LaunchError::PortTaken(_)) if attempt < START_ATTEMPTS => {
+                    attempt += 1;
+                    broker.ports = Ports::pick(&broker.opts)?;
+                }
+                Err(LaunchError::PortTaken(e) | LaunchError::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// `mqtt://127.0.0.1:PORT`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.ports.mqtt)
+    }
+
+    /// The MQTT/TCP port.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.ports.mqtt
+    }
+
+    /// `ws://127.0.0.1:PORT/mqtt`, one per WebSocket listener (mosquitto accepts any path).
+    #[must_use]
+    pub fn ws_urls(&self) -> Vec<String> {
+        self.ports
+            .ws
+            .iter()
+            .map(|p| format!("ws://127.0.0.1:{p}/mqtt"))
+            .collect()
+    }
+
+    /// `mqtts://127.0.0.1:PORT` when started with TLS.
+    #[must_use]
+    pub fn tls_url(&self) -> Option<String> {
+        self.ports.tls.map(|p| format!("mqtts://127.0.0.1:{p}"))
+    }
+
+    /// PID of the current (or last) mosquitto process.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether the process is still alive (not killed, not exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(_)) | Err(_)) => {
+                self.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it: its ports are closed when this returns.
+    /// Does nothing if it is not running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Fails only if the process already exited; `wait` reaps it either way.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts mosquitto again with the same ports and config (killing it first if it still
+    /// runs) and waits until it is ready. Retries for a few seconds while the old ports are
+    /// still busy.
+    ///
+    /// # Errors
+    /// The broker did not come back within the retry window; the error holds its log.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let retry_until = Instant::now() + RESTART_BIND_RETRY;
+        loop {
+            match self.launch() {
+                Ok(()) => return Ok(()),
+                Err(LaunchError::PortTaken(_)) if Instant::now() < retry_until => {
+                    std::thread::sleep(POLL_INTERVAL);
+                }
+                Err(LaunchError::PortTaken(e) | LaunchError::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// CPU seconds (user + system) used by the current process.
+    ///
+    /// # Errors
+    /// The process is gone.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        crate::procfs::cpu_seconds(self.pid)
+    }
+
+    /// Resident memory of the current process in bytes (0 when it is gone).
+    #[must_use]
+    pub fn rss_bytes(&self) -> u64 {
+        crate::procfs::rss_bytes(self.pid)
+    }
+
+    /// Everything mosquitto has logged so far (all runs, restarts included).
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The generated config file.
+    #[must_use]
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("mosquitto.conf")
+    }
+
+    /// The log file (mosquitto's stderr and stdout).
+    #[must_use]
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("mosquitto.log")
+    }
+
+    /// Spawns the process and waits until it is ready or has failed.
+    fn launch(&mut self) -> Result<(), LaunchError> {
+        let failed = |e: anyhow::Error| LaunchError::Failed(e);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .context("opening mosquitto.log")
+            .map_err(failed)?;
+        let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let stdout = log
+            .try_clone()
+            .context("duplicating the log")
+            .map_err(failed)?;
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", self.bin.display()))
+            .map_err(failed)?;
+        self.pid = child.id();
+        self.child = Some(child);
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if !self.is_running() {
+                let log = self.log_since(log_start);
+                let err = anyhow!(
+                    "mosquitto exited while starting (config {}); log:\n{log}",
+                    self.config_path().display()
+                );
+                return Err(if PORT_TAKEN_MARKERS.iter().any(|m| log.contains(m)) {
+                    LaunchError::PortTaken(err)
+                } else {
+                    LaunchError::Failed(err)
+                });
+            }
+            if self.log_since(log_start).contains(RUNNING_MARKER) && self.ports_accept() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(failed(anyhow!(
+                    "mosquitto was not ready after {READY_TIMEOUT:?}; log:\n{}",
+                    self.log_since(log_start)
+                )));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn ports_accept(&self) -> bool {
+        self.ports.all().all(|port| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        })
+    }
+
+    fn log_since(&self, offset: u64) -> String {
+        let log = std::fs::read(self.log_path()).unwrap_or_default();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(log.len());
+        String::from_utf8_lossy(&log[start..]).into_owned()
+    }
+
+    fn render_config(&self) -> String {
+        render_config(&self.opts, &self.ports, self.dir.path(), running_as_root())
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "--- mosquitto log tail ({}) ---\n{}\n--- end of mosquitto log ---",
+                self.log_path().display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        self.kill();
+    }
+}
+
+/// The broker config: loopback listeners, no persistence, no `$SYS`, nothing that throttles
+/// or drops load-test traffic.
+fn render_config(opts: &MosquittoOptions, ports: &Ports, dir: &Path, as_root: bool) -> String {
+    let mut c = String::from("# Generated by rr-testkit.\nper_listener_settings false\n");
+    if opts.password_file.is_some() {
+        let passwd = dir.join("passwd");
+        let _ = writeln!(
+            c,
+            "allow_anonymous false\npassword_file {}",
+            passwd.display()
+        );
+    } else {
+        c.push_str("allow_anonymous true\n");
+    }
+    c.push_str(
+        "persistence false\n\
+         sys_interval 0\n\
+         max_queued_messages 100000\n\
+         max_inflight_messages 0\n\
+         set_tcp_nodelay true\n\
+         log_dest stderr\n\
+         log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
+         log_timestamp_format %Y-%m-%dT%H:%M:%S\n",
+    );
+    if as_root {
+        // As root, mosquitto drops to user `mosquitto`, which cannot read our tempdir.
+        c.push_str("user root\n");
+    }
+    for line in &opts.extra_config {
+        let _ = writeln!(c, "{line}");
+    }
+    let max_connections = opts.max_connections.map_or(-1, i64::from);
+    let _ = writeln!(c, "\nlistener {} 127.0.0.1", ports.mqtt);
+    let _ = writeln!(c, "max_connections {max_connections}");
+    for port in &ports.ws {
+        let _ = writeln!(c, "\nlistener {port} 127.0.0.1\nprotocol websockets");
+        let _ = writeln!(c, "max_connections {max_connections}");
+    }
+    if let (Some(port), Some(tls)) = (ports.tls, &opts.tls) {
+        let _ = writeln!(c, "\nlistener {port} 127.0.0.1");
+        let _ = writeln!(c, "max_connections {max_connections}");
+        let _ = writeln!(c, "cafile {}", tls.ca.display());
+        let _ = writeln!(c, "certfile {}", tls.cert.display());
+        let _ = writeln!(c, "keyfile {}", tls.key.display());
+        let _ = writeln!(c, "require_certificate {}", tls.require_certificate);
+    }
+    c
+}
+
+/// The mosquitto binary: `$MOSQUITTO_BIN`, then [`MOSQUITTO_BIN`], then `mosquitto` on PATH.
+fn binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(MOSQUITTO_BIN_ENV) {
+        let path = PathBuf::from(path);
+        return path.is_file().then_some(path);
+    }
+    let default = PathBuf::from(MOSQUITTO_BIN);
+    if default.is_file() {
+        return Some(default);
+    }
+    find_on_path("mosquitto")
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+fn create_password_file(path: &Path, user: &str, password: &str) -> anyhow::Result<()> {
+    let output = Command::new(MOSQUITTO_PASSWD_BIN)
+        .arg("-b")
+        .arg("-c")
+        .arg(path)
+        .arg(user)
+        .arg(password)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| {
+            format!("running {MOSQUITTO_PASSWD_BIN} (it comes with the `mosquitto` package)")
+        })?;
+    if !output.status.success() {
+        bail!(
+            "{MOSQUITTO_PASSWD_BIN} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Whether this process runs with effective uid 0 (the `Uid:` line of `/proc/self/status`).
+fn running_as_root() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .is_some_and(|euid| euid == "0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_has_every_listener_and_the_load_test_settings() {
+        let opts = MosquittoOptions::new()
+            .ws_listeners(2)
+            .tls(TlsFiles {
+                ca: "/p/ca.pem".into(),
+                cert: "/p/s.pem".into(),
+                key: "/p/s.key".into(),
+                require_certificate: true,
+            })
+            .password("u", "p")
+            .max_connections(50);
+        let ports = Ports {
+            mqtt: 1001,
+            ws: vec![1002, 1003],
+            tls: Some(1004),
+        };
+        let c = render_config(&opts, &ports, Path::new("/d"), true);
+        for line in [
+            "listener 1001 127.0.0.1",
+            "listener 1002 127.0.0.1\nprotocol websockets",
+            "listener 1003 127.0.0.1\nprotocol websockets",
+            "listener 1004 127.0.0.1",
+            "cafile /p/ca.pem",
+            "require_certificate true",
+            "allow_anonymous false",
+            "password_file /d/passwd",
+            "persistence false",
+            "sys_interval 0",
+            "max_connections 50",
+            "user root",
+        ] {
+            assert!(c.contains(line), "missing {line:?} in:\n{c}");
+        }
+        let plain = render_config(&MosquittoOptions::new(), &ports, Path::new("/d"), false);
+        assert!(plain.contains("allow_anonymous true"));
+        assert!(plain.contains("max_connections -1"));
+        assert!(!plain.contains("user root"));
+    }
+
+    #[test]
+    fn picked_ports_are_distinct() {
+        let ports = Ports::pick(&MosquittoOptions::new().ws_listeners(3)).unwrap();
+        let mut all: Vec<u16> = ports.all().collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 4);
+    }
+}
