@@ -10,7 +10,10 @@ pub struct FanoutConfig {}
 
 impl FanoutConfig {
     pub fn validate(&self, _cfg: &Config) -> Result<(), ConfigError> {
-        Err(ConfigError::new("SCENARIO", "fanout is not implemented yet"))
+        Err(ConfigError::new(
+            "SCENARIO",
+            "fanout is not implemented yet",
+        ))
     }
     pub fn describe(&self) -> Vec<(&'static str, serde_json::Value)> {
         Vec::new()

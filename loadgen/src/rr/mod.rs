@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use live::RrState;
 
+/// How far ahead of the stop decision the last due time lies (see `run_lane`).
+const STOP_MARGIN_NS: u64 = 50_000_000;
+
 /// Replies read by one connection, handed to its lane once per read.
 struct ReplyBatch(Vec<(Correlation, Instant)>);
 
@@ -79,14 +82,18 @@ async fn run_lane(mut lane: Lane, ctx: LaneCtx, mut replies: mpsc::Receiver<Repl
     let mut last_merge = Instant::now();
     let ns = |t: Instant| t.duration_since(ctx.epoch).as_nanos() as u64;
     loop {
-        let stop_at = ctx.stop_at.load(Relaxed);
         let win = Window {
             measure_from: ctx.measure_from,
-            stop_at,
+            stop_at: ctx.stop_at.load(Relaxed),
         };
         tokio::select! {
             _ = tick.tick() => {
+                // `now` first, then the stop time: a stop set after this load lies in the future
+                // of `now` (the controller adds a margin), so nothing due before it is missed
+                // and nothing at or after it is sent.
                 let now = ns(Instant::now());
+                let stop_at = ctx.stop_at.load(Relaxed);
+                let win = Window { stop_at, ..win };
                 // connections whose writer is backed up take no more this tick
                 for (i, (tx, status)) in ctx.links.iter().enumerate() {
                     if let Some(b) = pending[i].take() {
@@ -115,7 +122,7 @@ async fn run_lane(mut lane: Lane, ctx: LaneCtx, mut replies: mpsc::Receiver<Repl
                     lane.merge_into(&ctx.books);
                     last_merge = Instant::now();
                 }
-                if stop_at != u64::MAX && (lane.inflight == 0 || now >= stop_at + lane.spec.timeout_ns) {
+                if stop_at != u64::MAX && now >= stop_at && (lane.inflight == 0 || now >= stop_at + lane.spec.timeout_ns) {
                     lane.expire(now.max(stop_at + lane.spec.timeout_ns), &win, &ctx.books);
                     break;
                 }
@@ -279,7 +286,8 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Lo
         _ = end => {}
         _ = progress => {}
     }
-    let stop = epoch.elapsed().as_nanos() as u64;
+    // The stop lies slightly ahead so that no lane has already sent a request due after it.
+    let stop = epoch.elapsed().as_nanos() as u64 + STOP_MARGIN_NS;
     stop_at.store(stop, Relaxed);
     state.phase.store(live::PHASE_DRAINING, Relaxed);
     eprintln!(

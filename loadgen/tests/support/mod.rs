@@ -1,0 +1,134 @@
+//! Shared helpers of the loadgen integration tests: configs from env-style pairs, an in-process
+//! worker, metric-text checks and the report schema.
+#![allow(dead_code)]
+
+use clap::Parser;
+use std::time::Duration;
+
+/// Turns `("VIRTUAL_CLIENTS", "10")` pairs into `--virtual-clients 10` arguments.
+fn args(bin: &str, base: &[(&str, String)], extra: &[(&str, &str)]) -> Vec<String> {
+    let mut v = vec![bin.to_string()];
+    let mut all: Vec<(String, String)> = base.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    for (k, val) in extra {
+        all.retain(|(kk, _)| kk != k);
+        all.push((k.to_string(), val.to_string()));
+    }
+    for (k, val) in all {
+        v.push(format!("--{}={}", k.to_lowercase().replace('_', "-"), val));
+    }
+    v
+}
+
+pub fn loadgen_config(broker: &str, extra: &[(&str, &str)]) -> loadgen::config::Config {
+    let base = [
+        ("BROKER", broker.to_string()),
+        ("METRICS_PORT", "0".into()),
+        ("METRICS_ADDR", "127.0.0.1".into()),
+        ("PROGRESS_SEC", "0".into()),
+        ("INSTANCE_ID", "test".into()),
+    ];
+    let cfg = loadgen::config::Config::try_parse_from(args("loadgen", &base, extra))
+        .unwrap_or_else(|e| panic!("loadgen config: {e}"));
+    cfg.validate().expect("valid loadgen config");
+    cfg
+}
+
+pub fn worker_config(broker: &str, extra: &[(&str, &str)]) -> worker::config::Config {
+    let base = [
+        ("BROKER", broker.to_string()),
+        ("METRICS_PORT", "0".into()),
+        ("METRICS_ADDR", "127.0.0.1".into()),
+        ("MIN_WORKERS", "4".into()),
+        ("CONNECTIONS", "4".into()),
+    ];
+    let cfg = worker::config::Config::try_parse_from(args("worker", &base, extra))
+        .unwrap_or_else(|e| panic!("worker config: {e}"));
+    cfg.validate().expect("valid worker config");
+    cfg
+}
+
+/// Starts a worker in this process; it stops when the returned token is cancelled.
+pub async fn start_worker(
+    broker: &str,
+    extra: &[(&str, &str)],
+) -> (worker::Running, tokio_util::sync::CancellationToken) {
+    let token = tokio_util::sync::CancellationToken::new();
+    let running = worker::start(worker_config(broker, extra), token.clone())
+        .await
+        .expect("worker starts");
+    (running, token)
+}
+
+/// Runs the loadgen to its end with the given settings.
+pub async fn run_loadgen(broker: &str, extra: &[(&str, &str)]) -> loadgen::report::Report {
+    let cfg = loadgen_config(broker, extra);
+    let token = tokio_util::sync::CancellationToken::new();
+    tokio::time::timeout(Duration::from_secs(180), loadgen::run(&cfg, token))
+        .await
+        .expect("loadgen finishes in time")
+        .expect("loadgen run succeeds")
+}
+
+/// The accounting every finished run must satisfy.
+pub fn assert_books_close(r: &loadgen::report::Report) {
+    assert_eq!(r.unresolved, 0, "requests left unresolved: {r:#?}");
+    assert_eq!(r.sent, r.matched + r.timeouts, "sent = matched + timeouts: {r:#?}");
+    assert!(r.late <= r.timeouts, "late is a subset of timeouts: {r:#?}");
+    assert!(r.match_rate <= 1.0);
+}
+
+/// Checks that `text` is well-formed Prometheus exposition text; returns the sample names.
+pub fn parse_prometheus(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('#') {
+            let rest = rest.trim_start();
+            assert!(
+                rest.starts_with("HELP ") || rest.starts_with("TYPE "),
+                "bad comment line: {line}"
+            );
+            if let Some(t) = rest.strip_prefix("TYPE ") {
+                let kind = t.split_whitespace().nth(1).unwrap_or("");
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                    "bad type: {line}"
+                );
+                assert_ne!(kind, "summary", "latencies must be histograms: {line}");
+            }
+            continue;
+        }
+        let (name_labels, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        let v = value.trim();
+        assert!(
+            v.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&v),
+            "bad value: {line}"
+        );
+        let name = name_labels.split('{').next().unwrap_or("");
+        assert!(
+            !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && !name.starts_with(|c: char| c.is_ascii_digit()),
+            "bad metric name: {line}"
+        );
+        if let Some(labels) = name_labels.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "bad labels: {line}");
+            }
+        }
+        names.push(name.to_string());
+    }
+    names
+}
+
+/// Validates a report JSON value against schemas/report.schema.json.
+pub fn validate_report(v: &serde_json::Value) {
+    let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/report.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).expect("schema file")).expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator.iter_errors(v).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "report does not match schema: {errors:?}\n{v:#}");
+}
