@@ -8,7 +8,10 @@ use std::time::Duration;
 /// Turns `("VIRTUAL_CLIENTS", "10")` pairs into `--virtual-clients 10` arguments.
 fn args(bin: &str, base: &[(&str, String)], extra: &[(&str, &str)]) -> Vec<String> {
     let mut v = vec![bin.to_string()];
-    let mut all: Vec<(String, String)> = base.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let mut all: Vec<(String, String)> = base
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     for (k, val) in extra {
         all.retain(|(kk, _)| kk != k);
         all.push((k.to_string(), val.to_string()));
@@ -72,7 +75,11 @@ pub async fn run_loadgen(broker: &str, extra: &[(&str, &str)]) -> loadgen::repor
 /// The accounting every finished run must satisfy.
 pub fn assert_books_close(r: &loadgen::report::Report) {
     assert_eq!(r.unresolved, 0, "requests left unresolved: {r:#?}");
-    assert_eq!(r.sent, r.matched + r.timeouts, "sent = matched + timeouts: {r:#?}");
+    assert_eq!(
+        r.sent,
+        r.matched + r.timeouts,
+        "sent = matched + timeouts: {r:#?}"
+    );
     assert!(r.late <= r.timeouts, "late is a subset of timeouts: {r:#?}");
     assert!(r.match_rate <= 1.0);
 }
@@ -100,7 +107,9 @@ pub fn parse_prometheus(text: &str) -> Vec<String> {
             }
             continue;
         }
-        let (name_labels, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        let (name_labels, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
         let v = value.trim();
         assert!(
             v.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&v),
@@ -109,13 +118,18 @@ pub fn parse_prometheus(text: &str) -> Vec<String> {
         let name = name_labels.split('{').next().unwrap_or("");
         assert!(
             !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
                 && !name.starts_with(|c: char| c.is_ascii_digit()),
             "bad metric name: {line}"
         );
         if let Some(labels) = name_labels.strip_prefix(name) {
             if !labels.is_empty() {
-                assert!(labels.starts_with('{') && labels.ends_with('}'), "bad labels: {line}");
+                assert!(
+                    labels.starts_with('{') && labels.ends_with('}'),
+                    "bad labels: {line}"
+                );
             }
         }
         names.push(name.to_string());
@@ -127,8 +141,12 @@ pub fn parse_prometheus(text: &str) -> Vec<String> {
 pub fn validate_report(v: &serde_json::Value) {
     let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/report.schema.json");
     let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(schema_path).expect("schema file")).expect("schema JSON");
+        serde_json::from_str(&std::fs::read_to_string(schema_path).expect("schema file"))
+            .expect("schema JSON");
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
     let errors: Vec<String> = validator.iter_errors(v).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "report does not match schema: {errors:?}\n{v:#}");
+    assert!(
+        errors.is_empty(),
+        "report does not match schema: {errors:?}\n{v:#}"
+    );
 }
