@@ -38,10 +38,10 @@ persistence false
 max_queued_messages 100000
 set_tcp_nodelay true
 CONF
-    "$MOSQ" -c "$RUN/mosquitto.conf" >"$RUN/broker.log" 2>&1 &
+    setsid "$MOSQ" -c "$RUN/mosquitto.conf" >"$RUN/broker.log" 2>&1 &
     echo "broker: mosquitto on mqtt://127.0.0.1:$BROKER_PORT (WebSocket ws://127.0.0.1:$WS_PORT/mqtt), log $RUN/broker.log"
   else
-    BROKER_BIND=127.0.0.1:$BROKER_PORT BROKER_WS_BIND=127.0.0.1:$WS_PORT "$BIN/rr-broker" >"$RUN/broker.log" 2>&1 &
+    BROKER_BIND=127.0.0.1:$BROKER_PORT BROKER_WS_BIND=127.0.0.1:$WS_PORT setsid "$BIN/rr-broker" >"$RUN/broker.log" 2>&1 &
     echo "broker: embedded mqtt5 broker on mqtt://127.0.0.1:$BROKER_PORT (WebSocket ws://127.0.0.1:$WS_PORT/mqtt)"
   fi
   pids+=($!); echo $! > "$RUN/broker.pid"
@@ -51,7 +51,7 @@ CONF
 fi
 
 if [ "$SCENARIO" = "rr" ]; then
-  METRICS_PORT=$WORKER_PORT "$BIN/worker" >"$RUN/worker.log" 2>&1 &
+  METRICS_PORT=$WORKER_PORT setsid "$BIN/worker" >"$RUN/worker.log" 2>&1 &
   pids+=($!); echo $! > "$RUN/worker.pid"
   wait_port "$WORKER_PORT"
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$WORKER_PORT/ready" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -62,7 +62,8 @@ echo "loadgen: http://127.0.0.1:$LOADGEN_PORT/metrics  http://127.0.0.1:$LOADGEN
 echo "Ctrl-C stops the run, drains in-flight requests and prints the summary."
 export METRICS_PORT=$LOADGEN_PORT SCENARIO
 export REPORT_JSON=${REPORT_JSON:-$RUN/report.json}
-# The loadgen runs in the foreground; Ctrl-C reaches it and it writes the report.
+# Broker and worker run in their own sessions (setsid) so Ctrl-C reaches only the loadgen,
+# which stops sending, drains against a live broker and worker, and writes the report.
 set +e
 "$BIN/loadgen" &
 lg=$!; echo $lg > "$RUN/loadgen.pid"
