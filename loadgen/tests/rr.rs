@@ -84,7 +84,16 @@ async fn c_two_instances_never_see_each_others_replies() {
         ("DURATION_SEC", "8"),
     ];
     let one = with(&half, &[("INSTANCE_ID", "alpha")]);
-    let two = with(&half, &[("INSTANCE_ID", "beta")]);
+    // the second instance also exercises two scheduler lanes and QoS 1 both ways
+    let two = with(
+        &half,
+        &[
+            ("INSTANCE_ID", "beta"),
+            ("PUBLISH_WORKERS", "2"),
+            ("REQ_QOS", "1"),
+            ("RESP_QOS", "1"),
+        ],
+    );
     let (a, b) = tokio::join!(run_loadgen(&url, &one), run_loadgen(&url, &two));
     for r in [&a, &b] {
         check_healthy_run(r);

@@ -65,6 +65,9 @@ pub struct Batches {
     pub counts: Vec<u32>,
     /// Connections that may take traffic now.
     pub usable: Vec<bool>,
+    /// Requests each connection may still take this tick (QoS 1 flow control: the broker's
+    /// receive maximum minus unacknowledged publishes).
+    pub room: Vec<u32>,
 }
 
 impl Batches {
@@ -75,6 +78,7 @@ impl Batches {
                 .collect(),
             counts: vec![0; conns],
             usable: vec![true; conns],
+            room: vec![u32::MAX; conns],
         }
     }
 }
@@ -232,7 +236,7 @@ impl Lane {
         let mut chosen = None;
         for step in 0..n {
             let c = (self.rr_conn + step) % n;
-            if out.usable[c] && out.counts[c] < self.spec.batch_size {
+            if out.usable[c] && out.counts[c] < self.spec.batch_size.min(out.room[c]) {
                 chosen = Some(c);
                 break;
             }

@@ -103,11 +103,18 @@ async fn run_lane(mut lane: Lane, ctx: LaneCtx, mut replies: mpsc::Receiver<Repl
                     }
                     out.usable[i] = status.up.load(Relaxed) && pending[i].is_none();
                     out.counts[i] = 0;
+                    if lane.spec.qos > 0 {
+                        let max = status.receive_max.load(Relaxed);
+                        out.room[i] = max.saturating_sub(status.unacked.load(Relaxed));
+                    }
                 }
                 lane.run_due(now, &win, &ctx.books, &mut out);
-                for (i, (tx, _)) in ctx.links.iter().enumerate() {
+                for (i, (tx, status)) in ctx.links.iter().enumerate() {
                     if out.bufs[i].is_empty() {
                         continue;
+                    }
+                    if lane.spec.qos > 0 {
+                        status.unacked.fetch_add(out.counts[i], Relaxed);
                     }
                     let b = out.bufs[i].split().freeze();
                     match tx.try_send(b) {
