@@ -1,21 +1,445 @@
-//! Fan-out scenario (WebSocket gateway case): placeholder until the fanout engine lands.
+//! Fan-out scenario (`SCENARIO=fanout`), the WebSocket gateway case: `CLIENTS` direct WebSocket
+//! subscribers, each with one MQTT session on its own subjects, and a publisher sending
+//! `PUBLISH_RATE` stamped messages over `SUBJECTS`; end-to-end latency, loss by sequence gaps,
+//! and connection churn are measured and reported. See docs/fanout.md.
+
+mod books;
+mod config;
+mod limits;
+mod payload;
+mod publisher;
+mod stats;
+mod subscriber;
+
+pub use config::{FanoutConfig, Role};
+pub use limits::OsLimits;
 
 use crate::config::Config;
-use clap::Args;
-use rr_common::cli::ConfigError;
+use crate::report::Report;
+use books::{Rules, Subjects, UNSET};
+use config::Plan;
+use payload::{Clock, ClockKind};
+use rr_common::cli::{ConfigError, EXIT_CONFIG, EXIT_CONNECT};
+use rr_common::mqtt::{LinkHandle, SessionError, SessionSpec};
+use rr_common::CancellationToken;
+use serde_json::Value;
+use stats::{get, FanoutEndpoints, Live, Progress};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use subscriber::{ClientEnd, SubscriberCtx};
+use tokio::task::JoinHandle;
 
-/// Fan-out settings.
-#[derive(Args, Clone, Debug, Default)]
-pub struct FanoutConfig {}
+/// Why a fan-out run could not start. `Display` is one line with the numbers and the remedy.
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error("{0}")]
+    Config(ConfigError),
+    /// CLIENTS does not fit the open-file limit or the ephemeral port space.
+    #[error("{0}")]
+    Limit(String),
+    #[error("cannot connect to gateway {url}: {source}")]
+    Gateway { url: String, source: SessionError },
+    #[error("cannot connect the publisher to PUBLISH_BROKER {url}: {source}")]
+    Publisher { url: String, source: SessionError },
+    #[error("cannot serve metrics on {addr} (METRICS_ADDR/METRICS_PORT): {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+}
 
-impl FanoutConfig {
-    pub fn validate(&self, _cfg: &Config) -> Result<(), ConfigError> {
-        Err(ConfigError::new(
-            "SCENARIO",
-            "fanout is not implemented yet",
-        ))
+impl FanoutError {
+    /// 3 when a gateway or the publish broker is unreachable or refuses us; 2 for limits and
+    /// configuration.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            FanoutError::Gateway { .. } | FanoutError::Publisher { .. } => EXIT_CONNECT,
+            _ => EXIT_CONFIG,
+        }
     }
-    pub fn describe(&self) -> Vec<(&'static str, serde_json::Value)> {
-        Vec::new()
+}
+
+/// How long the books stay open after the window for messages still in flight.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs the fan-out scenario until `DURATION_SEC` after warm-up, or until `shutdown`.
+pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, FanoutError> {
+    cfg.fanout.validate(cfg).map_err(FanoutError::Config)?;
+    let plan = Arc::new(Plan::new(cfg));
+    limits::check(&plan, &OsLimits::current())?;
+    let role = plan.role;
+    let clock = Clock::new(if role == Role::Both {
+        ClockKind::Monotonic
+    } else {
+        ClockKind::Wall
+    });
+    let run_id = rand::random::<u32>() | 1;
+    let live = Arc::new(Live::new(
+        u64::from(plan.clients),
+        u64::from(plan.subjects),
+        role.name(),
+    ));
+    let subjects = Arc::new(Subjects::new(plan.subjects));
+
+    // Everything this run spawns stops when it returns, error or not.
+    let done = CancellationToken::new();
+    let _stop_on_return = done.clone().drop_guard();
+    let addr = SocketAddr::new(cfg.metrics_addr, cfg.metrics_port);
+    let bound = rr_common::http::serve(addr, Arc::new(FanoutEndpoints(live.clone())), done.clone())
+        .await
+        .map_err(|source| FanoutError::Http { addr, source })?;
+    tracing::info!("metrics on http://{bound}/metrics");
+    spawn_progress(live.clone(), cfg.progress_sec, done.clone());
+
+    let opts = Arc::new(cfg.connect.clone());
+    let needs_tls = plan
+        .gateways
+        .iter()
+        .chain(plan.publish_broker.iter())
+        .any(|u| u.scheme.is_tls());
+    let tls = if needs_tls {
+        Some(rr_common::net::tls_config(&opts).map_err(|e| FanoutError::Tls(e.to_string()))?)
+    } else {
+        None
+    };
+    let template = |url: &rr_common::broker::BrokerUrl| SessionSpec {
+        url: url.clone(),
+        opts: opts.clone(),
+        client_id: String::new(),
+        subscriptions: Vec::new(),
+        bind: None,
+        tls: tls.clone(),
+    };
+    let instance = cfg.instance_id();
+    let budget = Duration::from_millis(cfg.connect.connect_retry_ms);
+
+    // Publisher links first: an unreachable publish broker fails before any client connects.
+    let links: Vec<LinkHandle> = match &plan.publish_broker {
+        Some(url) => {
+            live.set_phase("connect");
+            let prefix = format!("{instance}-fopub-{run_id:08x}-");
+            let spec = template(url);
+            let n = plan.publish_connections;
+            let r = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                r = publisher::connect(&spec, &prefix, n, budget, &done) => Some(r),
+            };
+            match r {
+                None => Vec::new(),
+                Some(r) => r.map_err(|source| FanoutError::Publisher {
+                    url: url.to_string(),
+                    source,
+                })?,
+            }
+        }
+        None => Vec::new(),
+    };
+
+    let ctx = Arc::new(SubscriberCtx {
+        plan: plan.clone(),
+        templates: plan.gateways.iter().map(template).collect(),
+        subject_prefix: cfg.fanout.subject_prefix.clone(),
+        client_id_prefix: format!("{instance}-fo-"),
+        live: live.clone(),
+        subjects: subjects.clone(),
+        rules: Rules::for_role(role, run_id),
+        clock,
+        keep_alive: Duration::from_secs(u64::from(cfg.connect.keep_alive_sec.max(1))),
+    });
+    let subs_stop = CancellationToken::new();
+    let _stop_subs_on_return = subs_stop.clone().drop_guard();
+    let rss_before = rr_common::cli::rss_bytes();
+    let clients = ramp(&ctx, budget, &subs_stop, &shutdown).await?;
+    let connected_after_ramp = live.connections();
+    let rss_after = rr_common::cli::rss_bytes();
+    live.ready.store(true, Ordering::Relaxed);
+
+    // Warm-up and the measured window.
+    let warmup = cfg.warmup();
+    let duration = (cfg.duration_sec > 0).then(|| Duration::from_secs(cfg.duration_sec));
+    if !shutdown.is_cancelled() {
+        live.set_phase("warmup");
+        let phase = spawn_phase_marker(live.clone(), warmup, done.clone());
+        if role.publishes() {
+            let sch = publisher::Schedule {
+                plan: plan.clone(),
+                live: live.clone(),
+                subjects: subjects.clone(),
+                clock,
+                run: run_id,
+                protocol: opts.protocol(),
+                prefix: cfg.fanout.subject_prefix.clone(),
+                warmup,
+                duration,
+            };
+            publisher::run_schedule(sch, links.clone(), shutdown.clone()).await;
+        } else {
+            subjects.set_window_times(Some(clock.now_ns() + warmup.as_nanos() as u64), None);
+            match duration {
+                Some(d) => tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(warmup + d) => {}
+                },
+                None => shutdown.cancelled().await,
+            }
+            let (t0, _) = subjects.window();
+            subjects.set_window_times(None, Some(clock.now_ns().max(t0)));
+        }
+        phase.abort();
+    } else {
+        subjects.set_window_times(Some(clock.now_ns()), Some(clock.now_ns()));
     }
+
+    // Drain: messages of the window still in flight.
+    live.set_phase("drain");
+    let drain_end = Instant::now() + DRAIN;
+    let c = &live.c;
+    while Instant::now() < drain_end && !clients.is_empty() && role.publishes() {
+        if get(&c.received_window) + get(&c.lost_window) >= get(&c.expected_window) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if role == Role::Subscribe {
+        tokio::time::sleep(DRAIN / 2).await;
+    }
+    let connected_at_end = live.connections();
+    live.set_phase("stopping");
+    subs_stop.cancel();
+    let mut tail = 0u64;
+    let mut clients_with_loss = 0u64;
+    for h in clients {
+        if let Ok(end) = h.await {
+            let t: u64 = end.slots.iter().map(|s| ctx.rules.tail(s, &subjects)).sum();
+            tail += t;
+            clients_with_loss += u64::from(end.lost_window + t > 0);
+        }
+    }
+    done.cancel();
+    let link_reconnects: u64 = links
+        .iter()
+        .map(|l| l.status.reconnects.load(Ordering::Relaxed))
+        .sum();
+    live.set_phase("done");
+
+    let (t0, t1) = subjects.window();
+    let duration_s = if t0 == UNSET || t1 == UNSET {
+        0.0
+    } else {
+        t1.saturating_sub(t0) as f64 / 1e9
+    };
+    let sent = get(&c.published_window);
+    let received = get(&c.received_window);
+    let lost = get(&c.lost_window) + tail;
+    let expected = if role == Role::Both {
+        get(&c.expected_window)
+    } else {
+        received + lost
+    };
+    if role == Role::Both && received + lost != expected {
+        tracing::warn!("books do not close: expected {expected}, received {received}, lost {lost}");
+    }
+    let per_s = |n: u64| {
+        if duration_s > 0.0 {
+            n as f64 / duration_s
+        } else {
+            0.0
+        }
+    };
+    let mut config = cfg.describe();
+    config.insert(
+        "GATEWAY_URLS".into(),
+        Value::from(
+            plan.gateways
+                .iter()
+                .map(|u| u.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    );
+    config.insert(
+        "PUBLISH_BROKER".into(),
+        Value::from(
+            plan.publish_broker
+                .as_ref()
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+        ),
+    );
+    let mut extra = serde_json::Map::new();
+    let mut put = |k: &str, v: Value| {
+        extra.insert(k.to_string(), v);
+    };
+    put("role", Value::from(role.name()));
+    put("clients", Value::from(plan.clients));
+    put("subjects", Value::from(plan.subjects));
+    put("received", Value::from(received));
+    put("bytes_received", Value::from(get(&c.bytes_window)));
+    put("lost", Value::from(lost));
+    put("clients_with_loss", Value::from(clients_with_loss));
+    put("expected", Value::from(expected));
+    put("connections", Value::from(connected_at_end));
+    put("connections_after_ramp", Value::from(connected_after_ramp));
+    put("disconnects", Value::from(get(&c.disconnects)));
+    put("connect_failures", Value::from(get(&c.connect_failures)));
+    put("delivered_rate", Value::from(round1(per_s(received))));
+    put(
+        "bytes_per_s",
+        Value::from(round1(per_s(get(&c.bytes_window)))),
+    );
+    put("rss_bytes_after_ramp", Value::from(rss_after));
+    put(
+        "memory_per_connection_bytes",
+        Value::from(rss_after.saturating_sub(rss_before) / connected_after_ramp.max(1)),
+    );
+    if role != Role::Both {
+        put("clock", Value::from("wall"));
+        put("clock_skewed", Value::from(get(&c.skewed)));
+    }
+    Ok(Report {
+        scenario: "fanout".into(),
+        instance_id: instance,
+        config,
+        duration_s: (duration_s * 1000.0).round() / 1000.0,
+        offered_rate: if role.publishes() {
+            plan.publish_rate
+        } else {
+            0.0
+        },
+        achieved_rate: round1(per_s(sent)),
+        sent,
+        matched: received,
+        timeouts: lost,
+        late: 0,
+        duplicates: get(&c.duplicates),
+        invalid: get(&c.invalid),
+        skipped: get(&c.skipped_window),
+        publish_errors: get(&c.publish_errors),
+        reconnects: get(&c.reconnects) + link_reconnects,
+        match_rate: if expected > 0 {
+            (received as f64 / expected as f64).min(1.0)
+        } else {
+            0.0
+        },
+        latency_us: live.lat.window(),
+        schedule_lag_us: live.lat.lag(),
+        unresolved: expected.saturating_sub(received + lost),
+        extra,
+    })
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// Opens the subscriber connections at `CONNECT_RATE`. The first client of each gateway is
+/// connected before the others (retrying for `budget`), so an unreachable gateway fails the run
+/// at once. Returns when every client has subscribed once, or the ramp's deadline passed.
+async fn ramp(
+    ctx: &Arc<SubscriberCtx>,
+    budget: Duration,
+    stop: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Result<Vec<JoinHandle<ClientEnd>>, FanoutError> {
+    let plan = &ctx.plan;
+    let live = &ctx.live;
+    let mut handles = Vec::with_capacity(plan.clients as usize);
+    if plan.clients == 0 {
+        return Ok(handles);
+    }
+    live.set_phase("ramp");
+    let probes = (plan.gateways.len() as u32).min(plan.clients);
+    for idx in 0..probes {
+        let slots = ctx.slots_for(idx);
+        let spec = ctx.spec_for(idx, &slots);
+        let r = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(handles),
+            r = rr_common::mqtt::establish_with_retry(&spec, budget) => r,
+        };
+        let session = r.map_err(|source| FanoutError::Gateway {
+            url: spec.url.to_string(),
+            source,
+        })?;
+        handles.push(tokio::spawn(subscriber::run_client(
+            ctx.clone(),
+            idx,
+            Some(session),
+            stop.clone(),
+        )));
+    }
+    let start = tokio::time::Instant::now();
+    let per = Duration::from_secs_f64(1.0 / f64::from(plan.connect_rate));
+    for idx in probes..plan.clients {
+        let at = start + per.mul_f64(f64::from(idx - probes));
+        if at > tokio::time::Instant::now() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(handles),
+                _ = tokio::time::sleep_until(at) => {}
+            }
+        }
+        handles.push(tokio::spawn(subscriber::run_client(
+            ctx.clone(),
+            idx,
+            None,
+            stop.clone(),
+        )));
+    }
+    // Wait for the stragglers: a few connect timeouts past the last spawn.
+    let deadline = tokio::time::Instant::now()
+        + ctx.templates[0].opts.connect_timeout() * 3
+        + Duration::from_secs(2);
+    while get(&live.c.joined) < u64::from(plan.clients) {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                "{} of {} clients subscribed by the end of the ramp; continuing (failures: {})",
+                get(&live.c.joined),
+                plan.clients,
+                get(&live.c.connect_failures)
+            );
+            break;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    Ok(handles)
+}
+
+/// Prints a progress line every `every_s` seconds on stderr until `done`.
+fn spawn_progress(live: Arc<Live>, every_s: u64, done: CancellationToken) {
+    if every_s == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut p = Progress::new(&live);
+        let mut tick = tokio::time::interval(Duration::from_secs(every_s));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = done.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            eprintln!("{}", p.line(&live, started.elapsed().as_secs()));
+        }
+    });
+}
+
+/// Switches the phase shown in progress lines from "warmup" to "measure" after `warmup`.
+fn spawn_phase_marker(
+    live: Arc<Live>,
+    warmup: Duration,
+    done: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = done.cancelled() => {}
+            _ = tokio::time::sleep(warmup) => live.set_phase("measure"),
+        }
+    })
 }

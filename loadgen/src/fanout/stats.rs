@@ -1,0 +1,349 @@
+//! Live fan-out counters and latency histograms: hot paths bump relaxed atomics and record into
+//! a few sharded histograms; a timer merges them for the progress line, `/metrics`, `/stats`.
+
+use hdrhistogram::Histogram;
+use rr_common::http::Endpoints;
+use rr_common::stats::{new_histogram, record_us, PromWriter, Summary};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Histogram shards; a recorder picks one by client index, so locks are rarely contended.
+const SHARDS: usize = 8;
+
+/// Monotonic counters (since start) and their measured-window counterparts.
+#[derive(Default)]
+pub struct Counters {
+    pub published: AtomicU64,
+    pub published_window: AtomicU64,
+    /// Due messages not published because their publisher link was down or full.
+    pub skipped: AtomicU64,
+    pub skipped_window: AtomicU64,
+    pub publish_errors: AtomicU64,
+    /// Deliveries the window's messages should make (exact books only).
+    pub expected_window: AtomicU64,
+    pub received: AtomicU64,
+    pub received_window: AtomicU64,
+    pub bytes: AtomicU64,
+    pub bytes_window: AtomicU64,
+    pub lost: AtomicU64,
+    pub lost_window: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub invalid: AtomicU64,
+    /// Wall-clock latencies below zero (clock skew between machines), recorded as 0.
+    pub skewed: AtomicU64,
+    pub connections: AtomicI64,
+    /// Clients that completed their first subscribe.
+    pub joined: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub connect_failures: AtomicU64,
+}
+
+#[inline]
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+#[inline]
+pub fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+struct Pending {
+    all: Histogram<u64>,
+    window: Histogram<u64>,
+}
+
+struct Merged {
+    /// Since start, for `/metrics`.
+    total: Histogram<u64>,
+    /// Since the last progress line.
+    interval: Histogram<u64>,
+    /// Measured window, for the report.
+    window: Histogram<u64>,
+    /// Publisher schedule lag in the window.
+    lag: Histogram<u64>,
+}
+
+/// Latency recorders.
+pub struct Latency {
+    shards: Vec<Mutex<Pending>>,
+    merged: Mutex<Merged>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Pending {
+                        all: new_histogram(),
+                        window: new_histogram(),
+                    })
+                })
+                .collect(),
+            merged: Mutex::new(Merged {
+                total: new_histogram(),
+                interval: new_histogram(),
+                window: new_histogram(),
+                lag: new_histogram(),
+            }),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Latency {
+    #[inline]
+    pub fn record(&self, shard: usize, us: u64, in_window: bool) {
+        let mut p = lock(&self.shards[shard % SHARDS]);
+        record_us(&mut p.all, us);
+        if in_window {
+            record_us(&mut p.window, us);
+        }
+    }
+
+    pub fn record_lag(&self, us: u64) {
+        record_us(&mut lock(&self.merged).lag, us);
+    }
+
+    /// Moves what the shards hold into the merged histograms.
+    pub fn collect(&self) {
+        let mut m = lock(&self.merged);
+        for s in &self.shards {
+            let mut p = lock(s);
+            if !p.all.is_empty() {
+                let _ = m.total.add(&p.all);
+                let _ = m.interval.add(&p.all);
+                p.all.reset();
+            }
+            if !p.window.is_empty() {
+                let _ = m.window.add(&p.window);
+                p.window.reset();
+            }
+        }
+    }
+
+    /// Summary since the last call (for the progress line).
+    pub fn take_interval(&self) -> Summary {
+        self.collect();
+        let mut m = lock(&self.merged);
+        let s = Summary::of(&m.interval);
+        m.interval.reset();
+        s
+    }
+
+    pub fn window(&self) -> Summary {
+        self.collect();
+        Summary::of(&lock(&self.merged).window)
+    }
+
+    pub fn lag(&self) -> Summary {
+        Summary::of(&lock(&self.merged).lag)
+    }
+
+    fn write_total(&self, w: &mut PromWriter) {
+        self.collect();
+        w.histogram_us(
+            "fanout_latency_seconds",
+            "Publish (scheduled) to receipt latency of fan-out deliveries",
+            &lock(&self.merged).total,
+        );
+    }
+
+    fn total(&self) -> Summary {
+        self.collect();
+        Summary::of(&lock(&self.merged).total)
+    }
+}
+
+/// Everything the HTTP endpoints and the progress line read.
+pub struct Live {
+    pub c: Counters,
+    pub lat: Latency,
+    pub clients: u64,
+    pub subjects: u64,
+    pub role: &'static str,
+    pub phase: Mutex<&'static str>,
+    pub ready: AtomicBool,
+}
+
+impl Live {
+    pub fn new(clients: u64, subjects: u64, role: &'static str) -> Live {
+        Live {
+            c: Counters::default(),
+            lat: Latency::default(),
+            clients,
+            subjects,
+            role,
+            phase: Mutex::new("starting"),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_phase(&self, p: &'static str) {
+        *lock(&self.phase) = p;
+    }
+
+    pub fn phase(&self) -> &'static str {
+        *lock(&self.phase)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.c.connections.load(Ordering::Relaxed).max(0) as u64
+    }
+}
+
+/// `/metrics`, `/stats`, `/health`, `/ready` of a fan-out run.
+pub struct FanoutEndpoints(pub Arc<Live>);
+
+impl Endpoints for FanoutEndpoints {
+    fn metrics(&self) -> String {
+        let l = &self.0;
+        let c = &l.c;
+        let mut w = PromWriter::new();
+        w.counter(
+            "fanout_messages_published_total",
+            "Messages published to the subjects",
+            get(&c.published),
+        );
+        w.counter(
+            "fanout_messages_received_total",
+            "Messages received by the subscriber connections",
+            get(&c.received),
+        );
+        w.counter(
+            "fanout_bytes_received_total",
+            "Bytes of MQTT PUBLISH packets received by the subscribers",
+            get(&c.bytes),
+        );
+        w.gauge(
+            "fanout_connections",
+            "Subscriber connections currently up",
+            l.connections() as f64,
+        );
+        w.counter(
+            "fanout_disconnects_total",
+            "Subscriber connections lost (each is followed by a reconnect attempt)",
+            get(&c.disconnects),
+        );
+        w.counter(
+            "fanout_messages_lost_total",
+            "Messages missed by a subscriber (sequence gaps per client and subject)",
+            get(&c.lost),
+        );
+        l.lat.write_total(&mut w);
+        w.finish()
+    }
+
+    fn stats(&self) -> String {
+        let l = &self.0;
+        let c = &l.c;
+        serde_json::json!({
+            "scenario": "fanout",
+            "role": l.role,
+            "phase": l.phase(),
+            "clients": l.clients,
+            "subjects": l.subjects,
+            "connections": l.connections(),
+            "joined": get(&c.joined),
+            "published": get(&c.published),
+            "skipped": get(&c.skipped),
+            "publish_errors": get(&c.publish_errors),
+            "received": get(&c.received),
+            "bytes_received": get(&c.bytes),
+            "lost": get(&c.lost),
+            "duplicates": get(&c.duplicates),
+            "invalid": get(&c.invalid),
+            "disconnects": get(&c.disconnects),
+            "reconnects": get(&c.reconnects),
+            "connect_failures": get(&c.connect_failures),
+            "window": {
+                "published": get(&c.published_window),
+                "expected": get(&c.expected_window),
+                "received": get(&c.received_window),
+                "lost": get(&c.lost_window),
+            },
+            "latency_us": l.lat.total(),
+            "rss_bytes": rr_common::cli::rss_bytes(),
+        })
+        .to_string()
+    }
+
+    fn ready(&self) -> bool {
+        self.0.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Builds progress lines from counter deltas.
+pub struct Progress {
+    last_at: std::time::Instant,
+    last_pub: u64,
+    last_recv: u64,
+}
+
+impl Progress {
+    pub fn new(live: &Live) -> Progress {
+        Progress {
+            last_at: std::time::Instant::now(),
+            last_pub: get(&live.c.published),
+            last_recv: get(&live.c.received),
+        }
+    }
+
+    pub fn line(&mut self, live: &Live, elapsed_s: u64) -> String {
+        let now = std::time::Instant::now();
+        let dt = now.duration_since(self.last_at).as_secs_f64().max(1e-3);
+        let c = &live.c;
+        let (p, r) = (get(&c.published), get(&c.received));
+        let pub_rate = (p - self.last_pub) as f64 / dt;
+        let recv_rate = (r - self.last_recv) as f64 / dt;
+        (self.last_at, self.last_pub, self.last_recv) = (now, p, r);
+        let lat = live.lat.take_interval();
+        let ms = |us: u64| us as f64 / 1000.0;
+        format!(
+            "fanout {elapsed_s:>5}s {:<8} conns {}/{} | pub {pub_rate:.0}/s | recv {recv_rate:.0}/s | p50 {:.2} ms p99 {:.2} ms | lost {} | disconnects {}",
+            live.phase(),
+            live.connections(),
+            live.clients,
+            ms(lat.p50),
+            ms(lat.p99),
+            get(&c.lost),
+            get(&c.disconnects),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_use_contract_names() {
+        let live = Arc::new(Live::new(10, 5, "both"));
+        live.c.connections.fetch_add(3, Ordering::Relaxed);
+        add(&live.c.received, 4);
+        live.lat.record(3, 1500, true);
+        live.lat.record(4, 700, false);
+        let text = FanoutEndpoints(live.clone()).metrics();
+        for name in [
+            "fanout_messages_published_total 0",
+            "fanout_messages_received_total 4",
+            "fanout_bytes_received_total 0",
+            "fanout_connections 3",
+            "fanout_disconnects_total 0",
+            "fanout_messages_lost_total 0",
+            "fanout_latency_seconds_count 2",
+            "# TYPE fanout_latency_seconds histogram",
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+        assert_eq!(live.lat.window().max / 100, 15);
+        let stats: serde_json::Value =
+            serde_json::from_str(&FanoutEndpoints(live).stats()).expect("json");
+        assert_eq!(stats["received"], 4);
+    }
+}

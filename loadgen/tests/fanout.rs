@@ -1,0 +1,279 @@
+//! Fan-out scenario against a real mosquitto with WebSocket listeners on free ports:
+//! a. 2,000 clients over two listener ports deliver every message exactly once, and the report
+//!    validates against the schema;
+//! b. subscribers cut off by a proxy reconnect, and what they missed is counted as lost.
+
+use loadgen::config::Config;
+use loadgen::report::Report;
+use rr_common::CancellationToken;
+use rr_testkit::{wait_until_async, Mosquitto, MosquittoOptions};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+
+fn fanout_config(args: &[(&str, String)]) -> Config {
+    let mut argv = vec![
+        "loadgen".to_string(),
+        "--scenario=fanout".to_string(),
+        "--progress-sec=0".to_string(),
+        "--metrics-addr=127.0.0.1".to_string(),
+        "--connect-retry-ms=5000".to_string(),
+        "--instance-id=fanout-test".to_string(),
+    ];
+    argv.extend(args.iter().map(|(k, v)| format!("--{k}={v}")));
+    let cfg = <Config as clap::Parser>::try_parse_from(argv).expect("valid test config");
+    cfg.validate().expect("config validates");
+    cfg
+}
+
+fn extra(r: &Report, key: &str) -> u64 {
+    r.extra
+        .get(key)
+        .and_then(|v| v.as_u64())
+        .unwrap_or_else(|| panic!("report has no integer '{key}': {:?}", r.extra))
+}
+
+fn validate_schema(r: &Report) {
+    let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/report.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).expect("schema file"))
+            .expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let doc = serde_json::to_value(r).expect("report serializes");
+    let errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "report violates the schema: {errors:?}");
+}
+
+async fn get(port: u16, path: &str) -> Option<String> {
+    let addr = format!("127.0.0.1:{port}");
+    match rr_common::http::get(&addr, path, Duration::from_secs(2)).await {
+        Ok((200, body)) => Some(body),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_thousand_ws_clients_receive_every_message_once() {
+    let broker = Mosquitto::start(MosquittoOptions::new().ws_listeners(2)).expect("mosquitto");
+    let ws = broker.ws_urls();
+    assert_eq!(ws.len(), 2);
+    let port = rr_testkit::free_port();
+    let cfg = fanout_config(&[
+        ("gateway-urls", ws.join(",")),
+        ("publish-broker", broker.url()),
+        ("clients", "2000".into()),
+        ("connect-rate", "2000".into()),
+        ("subjects", "1000".into()),
+        ("publish-rate", "2000".into()),
+        ("warmup-sec", "1".into()),
+        ("duration-sec", "20".into()),
+        ("metrics-port", port.to_string()),
+    ]);
+    let started = Instant::now();
+    let run =
+        tokio::spawn(async move { loadgen::fanout::run(&cfg, CancellationToken::new()).await });
+    // While it runs: /ready once every client subscribed, /metrics with the contract's names.
+    wait_until_async(Duration::from_secs(20), "fanout /ready", || async {
+        get(port, "/ready").await.is_some()
+    })
+    .await
+    .expect("ready");
+    let metrics = get(port, "/metrics").await.expect("metrics");
+    for name in [
+        "fanout_messages_published_total",
+        "fanout_messages_received_total",
+        "fanout_bytes_received_total",
+        "fanout_connections 2000",
+        "fanout_disconnects_total 0",
+        "fanout_messages_lost_total 0",
+        "fanout_latency_seconds_bucket",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing in /metrics:\n{metrics}"
+        );
+    }
+    let report = run.await.expect("task").expect("fanout run");
+    eprintln!("{}", report.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    assert_eq!(report.scenario, "fanout");
+    assert_eq!(extra(&report, "clients"), 2000);
+    assert_eq!(extra(&report, "subjects"), 1000);
+    assert_eq!(extra(&report, "connections"), 2000);
+    assert_eq!(extra(&report, "disconnects"), 0);
+    // 2,000 msg/s for 20 s, exactly on schedule.
+    assert!(
+        (report.duration_s - 20.0).abs() < 0.01,
+        "{}",
+        report.duration_s
+    );
+    assert!(report.sent.abs_diff(40_000) <= 2, "sent {}", report.sent);
+    assert_eq!(report.skipped, 0);
+    // Every subscriber gets every message of its subject exactly once.
+    let expected = extra(&report, "expected");
+    assert_eq!(
+        expected,
+        report.sent * 2,
+        "2,000 clients on 1,000 subjects: two deliveries per message on average"
+    );
+    assert_eq!(report.matched, expected);
+    assert_eq!(extra(&report, "received"), expected);
+    assert_eq!(report.timeouts, 0);
+    assert_eq!(extra(&report, "lost"), 0);
+    assert_eq!(extra(&report, "clients_with_loss"), 0);
+    assert_eq!(report.duplicates, 0);
+    assert_eq!(report.invalid, 0);
+    assert_eq!(report.match_rate, 1.0);
+    assert_eq!(report.unresolved, 0);
+    assert!(extra(&report, "bytes_received") >= expected * 512);
+    let l = report.latency_us;
+    assert!(
+        l.min > 0 && l.p50 >= l.min && l.p99 >= l.p50 && l.max >= l.p999,
+        "{l:?}"
+    );
+    assert!(
+        l.p50 < 50_000,
+        "median latency on loopback should be far below 50 ms: {l:?}"
+    );
+    assert_eq!(
+        report.config["GATEWAY_URLS"],
+        serde_json::Value::from(ws.join(","))
+    );
+    validate_schema(&report);
+}
+
+/// A TCP proxy in front of one WebSocket listener that can cut every connection through it
+/// and refuse new ones for a while: subscribers behind it are cut off, nothing else is.
+struct CutProxy {
+    port: u16,
+    refusing: Arc<AtomicBool>,
+    generation: Arc<Mutex<CancellationToken>>,
+}
+
+impl CutProxy {
+    async fn start(upstream: u16) -> CutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let refusing = Arc::new(AtomicBool::new(false));
+        let generation = Arc::new(Mutex::new(CancellationToken::new()));
+        let (r, g) = (refusing.clone(), generation.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if r.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let cut = g.lock().expect("lock").clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = cut.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    }
+                });
+            }
+        });
+        CutProxy {
+            port,
+            refusing,
+            generation,
+        }
+    }
+
+    /// Drops every proxied connection and refuses new ones until [`CutProxy::restore`].
+    fn cut(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+        let mut g = self.generation.lock().expect("lock");
+        g.cancel();
+        *g = CancellationToken::new();
+    }
+
+    fn restore(&self) {
+        self.refusing.store(false, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b_cut_off_subscribers_reconnect_and_their_missed_messages_count_as_lost() {
+    let broker = Mosquitto::start(MosquittoOptions::new().ws_listeners(2)).expect("mosquitto");
+    let ws = broker.ws_urls();
+    let upstream: u16 = ws[1]
+        .trim_start_matches("ws://127.0.0.1:")
+        .trim_end_matches("/mqtt")
+        .parse()
+        .expect("ws port");
+    let proxy = CutProxy::start(upstream).await;
+    let gateways = format!("{},ws://127.0.0.1:{}/mqtt", ws[0], proxy.port);
+    let port = rr_testkit::free_port();
+    let cfg = fanout_config(&[
+        ("gateway-urls", gateways),
+        ("publish-broker", broker.url()),
+        ("clients", "300".into()),
+        ("connect-rate", "1000".into()),
+        ("subjects", "100".into()),
+        ("publish-rate", "500".into()),
+        ("warmup-sec", "1".into()),
+        ("duration-sec", "8".into()),
+        ("metrics-port", port.to_string()),
+    ]);
+    let run =
+        tokio::spawn(async move { loadgen::fanout::run(&cfg, CancellationToken::new()).await });
+    wait_until_async(Duration::from_secs(20), "fanout /ready", || async {
+        get(port, "/ready").await.is_some()
+    })
+    .await
+    .expect("ready");
+    // Into the measured window, then cut the 150 clients behind the proxy off for 1.5 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.restore();
+    wait_until_async(
+        Duration::from_secs(10),
+        "all 300 connections back",
+        || async {
+            get(port, "/metrics")
+                .await
+                .is_some_and(|m| m.contains("fanout_connections 300\n"))
+        },
+    )
+    .await
+    .expect("reconnected");
+    let metrics = get(port, "/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains("fanout_disconnects_total 150\n"),
+        "every proxied client lost its connection once:\n{metrics}"
+    );
+    let report = run.await.expect("task").expect("fanout run");
+    eprintln!("{}", report.text());
+
+    assert_eq!(extra(&report, "disconnects"), 150);
+    assert!(report.reconnects >= 150, "reconnects {}", report.reconnects);
+    assert_eq!(extra(&report, "connections"), 300);
+    // 1.5 s without a connection at 5 msg/s per subject: several messages per cut-off client.
+    let lost = extra(&report, "lost");
+    assert!(lost >= 150 * 4, "lost {lost}");
+    assert_eq!(report.timeouts, lost);
+    let with_loss = extra(&report, "clients_with_loss");
+    assert!(
+        (120..=150).contains(&with_loss),
+        "only the cut-off clients lose messages: {with_loss}"
+    );
+    // The books close: every expected delivery is either received or lost.
+    let expected = extra(&report, "expected");
+    assert_eq!(report.matched + lost, expected);
+    assert!(report.match_rate < 1.0 && report.match_rate > 0.5);
+    assert_eq!(report.duplicates, 0);
+    validate_schema(&report);
+}
