@@ -466,3 +466,56 @@ async fn h_short_run_against_the_embedded_broker() {
     stop.cancel();
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i_a_stopping_worker_answers_what_it_holds() {
+    let broker = mosquitto();
+    let url = broker.url();
+    // 2 workers × 100 ms: 20 answers/s against 40 req/s, so requests queue up
+    let (w, stop) = start_worker(
+        &url,
+        &[
+            ("MODE", "sleep"),
+            ("SLEEP_MS", "100"),
+            ("MIN_WORKERS", "2"),
+            ("MAX_WORKERS", "2"),
+        ],
+    )
+    .await;
+    let lg = tokio::spawn({
+        let url = url.clone();
+        async move {
+            run_loadgen(
+                &url,
+                &[
+                    ("VIRTUAL_CLIENTS", "40"),
+                    ("CONNECTIONS", "2"),
+                    ("INTERVAL_MS", "1000"),
+                    ("TIMEOUT_MS", "10000"),
+                    ("WARMUP_SEC", "0"),
+                    ("DURATION_SEC", "3"),
+                ],
+            )
+            .await
+        }
+    });
+    rr_testkit::wait_until(Duration::from_secs(10), "a queue builds up", || {
+        w.state.snapshot().queue_depth >= 10
+    })
+    .await
+    .unwrap();
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), w.done.cancelled())
+        .await
+        .expect("worker stops within its drain limit");
+    let s = w.state.snapshot();
+    assert_eq!(s.queue_depth + s.in_progress, 0, "queue drained: {s:?}");
+    assert!(s.conserved(), "{s:?}");
+    assert_eq!(s.dropped + s.errors, 0, "{s:?}");
+    let r = lg.await.unwrap();
+    assert_books_close(&r);
+    assert!(
+        r.matched >= s.responded.min(r.sent) * 9 / 10,
+        "{r:#?} {s:?}"
+    );
+}

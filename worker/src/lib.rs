@@ -217,11 +217,40 @@ impl Endpoints for WorkerState {
 pub struct Running {
     pub state: Arc<WorkerState>,
     pub http_addr: SocketAddr,
+    /// Cancelled once the worker has drained and closed its connections.
+    pub done: CancellationToken,
 }
 
+/// Longest a stopping worker keeps answering what it already holds.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
 /// Connects, subscribes, and starts serving. Returns once every connection is up; the worker
-/// keeps running until `shutdown` is cancelled.
+/// keeps running until `shutdown` is cancelled, then answers what is queued (up to
+/// [`DRAIN_LIMIT`]) before it closes its connections.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, WorkerError> {
+    let stopped = CancellationToken::new();
+    let running = start_inner(cfg, stopped.clone()).await?;
+    let state = running.state.clone();
+    let done = running.done.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+        while tokio::time::Instant::now() < deadline {
+            let s = state.snapshot();
+            if s.queue_depth == 0 && s.in_progress == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // let the outbox hand the last answers to the connections
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stopped.cancel();
+        done.cancel();
+    });
+    Ok(running)
+}
+
+async fn start_inner(cfg: Config, shutdown: CancellationToken) -> Result<Running, WorkerError> {
     let opts = Arc::new(cfg.connect.clone());
     let proto = opts.protocol();
     let tls = if cfg.broker.scheme.is_tls() {
@@ -320,13 +349,18 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         cfg.broker,
         cfg.mode
     );
-    Ok(Running { state, http_addr })
+    Ok(Running {
+        state,
+        http_addr,
+        done: CancellationToken::new(),
+    })
 }
 
 /// Runs until `shutdown`, then lets in-flight work finish briefly. Returns the final snapshot.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<Snapshot, WorkerError> {
-    let running = start(cfg, shutdown.clone()).await?;
-    shutdown.cancelled().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let running = start(cfg, shutdown).await?;
+    running.done.cancelled().await;
+    // connections say DISCONNECT after flushing what they hold
+    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(running.state.snapshot())
 }
