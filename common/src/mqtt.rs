@@ -27,7 +27,7 @@ pub enum SessionError {
     Transport(#[from] TransportError),
     #[error("broker refused the connection: {0}")]
     Refused(String),
-    #[error("broker rejected authentication: {0}")]
+    #[error("broker rejected the credentials ({0}); check MQTT_USERNAME and MQTT_PASSWORD")]
     Auth(String),
     #[error("broker rejected subscription to '{0}'")]
     SubscribeRejected(String),
@@ -37,6 +37,11 @@ pub enum SessionError {
     Closed,
     #[error("handshake timed out")]
     Timeout,
+    #[error("still failing after retrying for {budget_ms} ms (CONNECT_RETRY_MS): {last}")]
+    GaveUp {
+        budget_ms: u64,
+        last: Box<SessionError>,
+    },
 }
 
 impl SessionError {
@@ -45,6 +50,7 @@ impl SessionError {
         match self {
             SessionError::Auth(_) => true,
             SessionError::Transport(t) => t.is_final(),
+            SessionError::GaveUp { .. } => true,
             _ => false,
         }
     }
@@ -89,6 +95,7 @@ pub struct Session {
 async fn read_packet(
     reader: &mut WireReader,
     buf: &mut BytesMut,
+    url: &BrokerUrl,
 ) -> Result<(Frame, Bytes), SessionError> {
     loop {
         match codec::next_frame(buf, MAX_PACKET) {
@@ -102,8 +109,22 @@ async fn read_packet(
         match reader.read_into(buf).await {
             Ok(0) => return Err(SessionError::Closed),
             Ok(_) => {}
-            Err(e) => return Err(SessionError::Protocol(e.to_string())),
+            Err(e) => return Err(handshake_io_error(url, e)),
         }
+    }
+}
+
+/// A read or write error during the handshake. With TLS 1.3 the broker judges our client
+/// certificate after our side of the handshake has finished, so its refusal (an alert) only
+/// shows up here: it is reported as the TLS failure it is, which retrying cannot fix.
+fn handshake_io_error(url: &BrokerUrl, e: std::io::Error) -> SessionError {
+    if net::rustls_error(&e).is_some() {
+        SessionError::Transport(TransportError::Tls {
+            addr: url.authority(),
+            source: e,
+        })
+    } else {
+        SessionError::Protocol(e.to_string())
     }
 }
 
@@ -127,7 +148,11 @@ fn refused_v4(code: mb4::ConnectReturnCode) -> SessionError {
 
 /// Opens the transport, sends CONNECT (clean start), waits for CONNACK, subscribes.
 pub async fn establish(spec: &SessionSpec) -> Result<Session, SessionError> {
-    match tokio::time::timeout(spec.opts.connect_timeout(), establish_inner(spec)).await {
+    establish_within(spec, spec.opts.connect_timeout()).await
+}
+
+async fn establish_within(spec: &SessionSpec, limit: Duration) -> Result<Session, SessionError> {
+    match tokio::time::timeout(limit, establish_inner(spec)).await {
         Ok(r) => r,
         Err(_) => Err(SessionError::Timeout),
     }
@@ -140,7 +165,7 @@ async fn establish_inner(spec: &SessionSpec) -> Result<Session, SessionError> {
     let mut out = BytesMut::with_capacity(256);
     let username = opts.mqtt_username.clone();
     let password = opts.password().unwrap_or_default().to_string();
-    let werr = |e: std::io::Error| SessionError::Protocol(e.to_string());
+    let werr = |e: std::io::Error| handshake_io_error(&spec.url, e);
     match proto {
         Protocol::V5 => {
             let props = mb5::ConnectProperties {
@@ -171,7 +196,7 @@ async fn establish_inner(spec: &SessionSpec) -> Result<Session, SessionError> {
     }
     writer.write_all(out.split().freeze()).await.map_err(werr)?;
     let mut buf = BytesMut::with_capacity(8 * 1024);
-    let (f, bytes) = read_packet(&mut reader, &mut buf).await?;
+    let (f, bytes) = read_packet(&mut reader, &mut buf, &spec.url).await?;
     if f.packet_type() != 2 {
         return Err(SessionError::Protocol(format!(
             "expected CONNACK, got packet type {}",
@@ -238,7 +263,7 @@ async fn establish_inner(spec: &SessionSpec) -> Result<Session, SessionError> {
         writer.write_all(out.split().freeze()).await.map_err(werr)?;
         // Wait for SUBACK; PUBLISHes may not arrive before it for a fresh clean session.
         loop {
-            let (f, bytes) = read_packet(&mut reader, &mut buf).await?;
+            let (f, bytes) = read_packet(&mut reader, &mut buf, &spec.url).await?;
             if f.packet_type() != 9 {
                 continue;
             }
@@ -280,25 +305,39 @@ async fn establish_inner(spec: &SessionSpec) -> Result<Session, SessionError> {
 }
 
 /// [`establish`], retrying transient failures (refused, unreachable, timeouts) with backoff until
-/// `budget` has passed. Final errors (authentication, untrusted certificate) return at once.
+/// `budget` has passed: the first attempt gets CONNECT_TIMEOUT_MS, retries end by the deadline
+/// (the last one runs at the deadline, for at most 200 ms more).
+/// Final errors (authentication, untrusted certificate) return at once; running out of budget
+/// returns [`SessionError::GaveUp`].
 pub async fn establish_with_retry(
     spec: &SessionSpec,
     budget: Duration,
 ) -> Result<Session, SessionError> {
+    // The last attempt, at the deadline, still gets this long.
+    const LAST_TRY: Duration = Duration::from_millis(200);
     let deadline = Instant::now() + budget;
     let mut attempt = 0;
     loop {
-        match establish(spec).await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let limit = if attempt == 0 {
+            spec.opts.connect_timeout()
+        } else {
+            spec.opts.connect_timeout().min(left.max(LAST_TRY))
+        };
+        match establish_within(spec, limit).await {
             Ok(s) => return Ok(s),
             Err(e) if e.is_final() => return Err(e),
             Err(e) => {
-                let wait = backoff(attempt);
-                if Instant::now() + wait >= deadline {
-                    return Err(e);
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(SessionError::GaveUp {
+                        budget_ms: budget.as_millis() as u64,
+                        last: Box::new(e),
+                    });
                 }
                 attempt += 1;
                 tracing::debug!(client = %spec.client_id, "connect failed ({e}); retrying");
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep(backoff(attempt - 1).min(left)).await;
             }
         }
     }
@@ -429,9 +468,11 @@ async fn run_session<H: Inbound>(
     ping.tick().await;
     let mut acks = BytesMut::new();
     let mut last_rx = Instant::now();
+    let mut skip = 0usize;
     // Process bytes that arrived with the handshake.
     if let Err(e) = dispatch(
         &mut buf,
+        &mut skip,
         protocol,
         handler,
         &mut acks,
@@ -463,7 +504,7 @@ async fn run_session<H: Inbound>(
                     Ok(_) => {
                         let now = Instant::now();
                         last_rx = now;
-                        if let Err(e) = dispatch(&mut buf, protocol, handler, &mut acks, status, now) {
+                        if let Err(e) = dispatch(&mut buf, &mut skip, protocol, handler, &mut acks, status, now) {
                             return Ended::Lost(e);
                         }
                         handler.flush().await;
@@ -489,22 +530,54 @@ async fn run_session<H: Inbound>(
     }
 }
 
+/// Total length (fixed header included) that the fixed header at the start of `buf` announces,
+/// once its remaining-length field is complete.
+fn announced_len(buf: &[u8]) -> Option<usize> {
+    let mut len = 0usize;
+    for i in 1..5 {
+        let b = *buf.get(i)?;
+        len |= usize::from(b & 0x7f) << (7 * (i - 1));
+        if b & 0x80 == 0 {
+            return Some(i + 1 + len);
+        }
+    }
+    None
+}
+
 /// Parses every complete frame in `buf`, handing PUBLISHes to the handler and queuing PUBACKs.
-/// Returns an error only for a broken stream (framing lost), after which the link is reset.
+/// A frame larger than [`MAX_PACKET`] (MQTT 3.1.1 cannot tell the broker our limit) is counted
+/// as malformed and its bytes are dropped as they arrive (`skip` carries the rest across reads),
+/// so one oversized message costs neither memory nor the connection. Returns an error only
+/// for a broken stream (framing lost), after which the link is reset.
 fn dispatch<H: Inbound>(
     buf: &mut BytesMut,
+    skip: &mut usize,
     proto: Protocol,
     handler: &mut H,
     acks: &mut BytesMut,
     status: &LinkStatus,
     now: Instant,
 ) -> Result<(), String> {
-    let mut consumed = 0;
+    let mut consumed = (*skip).min(buf.len());
+    *skip -= consumed;
     let result = loop {
+        if *skip > 0 {
+            break Ok(());
+        }
         let rest = &buf[consumed..];
         let f = match codec::next_frame(rest, MAX_PACKET) {
             Ok(Some(f)) => f,
             Ok(None) => break Ok(()),
+            Err(codec::CodecError::TooLarge) => {
+                let Some(total) = announced_len(rest) else {
+                    break Err("unreadable frame length".into());
+                };
+                handler.on_malformed(codec::CodecError::TooLarge);
+                let now_dropped = total.min(rest.len());
+                consumed += now_dropped;
+                *skip = total - now_dropped;
+                continue;
+            }
             Err(e) => break Err(format!("unreadable frame: {e}")),
         };
         let frame = &rest[..f.total_len];
@@ -539,3 +612,7 @@ fn dispatch<H: Inbound>(
     let _ = buf.split_to(consumed);
     result
 }
+
+#[cfg(test)]
+#[path = "mqtt_tests.rs"]
+mod tests;

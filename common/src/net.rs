@@ -30,7 +30,7 @@ pub enum TransportError {
     Connect { addr: String, source: io::Error },
     #[error("TLS configuration: {0}")]
     TlsConfig(String),
-    #[error("TLS handshake with {addr} failed: {source}")]
+    #[error("TLS handshake with {addr} failed: {source}{}", self.hint())]
     Tls { addr: String, source: io::Error },
     #[error("WebSocket handshake with {url} failed: {reason}")]
     WebSocket { url: String, reason: String },
@@ -43,20 +43,54 @@ impl TransportError {
     pub fn is_final(&self) -> bool {
         match self {
             TransportError::TlsConfig(_) => true,
-            TransportError::Tls { source, .. } => source
-                .get_ref()
-                .and_then(|e| e.downcast_ref::<rustls::Error>())
-                .is_some_and(|e| {
-                    matches!(
-                        e,
-                        rustls::Error::InvalidCertificate(_)
-                            | rustls::Error::AlertReceived(_)
-                            | rustls::Error::NoCertificatesPresented
-                    )
-                }),
+            TransportError::Tls { source, .. } => rustls_error(source).is_some_and(|e| {
+                matches!(
+                    e,
+                    rustls::Error::InvalidCertificate(_)
+                        | rustls::Error::NoCertificatesPresented
+                        | rustls::Error::PeerIncompatible(_)
+                ) || matches!(e, rustls::Error::AlertReceived(a)
+                    if !matches!(a, rustls::AlertDescription::CloseNotify | rustls::AlertDescription::UserCanceled))
+            }),
             _ => false,
         }
     }
+
+    /// What to check, for the error line of a failed start.
+    fn hint(&self) -> &'static str {
+        let TransportError::Tls { source, .. } = self else {
+            return "";
+        };
+        match rustls_error(source) {
+            Some(rustls::Error::InvalidCertificate(_)) => {
+                " (the broker's certificate is not trusted: check TLS_CA_FILE, or TLS_INSECURE for tests)"
+            }
+            Some(rustls::Error::AlertReceived(_) | rustls::Error::NoCertificatesPresented) => {
+                " (the broker refused the TLS session, often our client certificate: check TLS_CERT_FILE and TLS_KEY_FILE)"
+            }
+            _ => "",
+        }
+    }
+}
+
+/// The rustls error inside an I/O error, looking through WebSocket and I/O wrappers.
+pub fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|e| e as _);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        cur = if let Some(io) = err.downcast_ref::<io::Error>() {
+            io.get_ref().map(|e| e as _)
+        } else if let Some(tokio_tungstenite::tungstenite::Error::Io(io)) =
+            err.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+        {
+            io.get_ref().map(|e| e as _)
+        } else {
+            err.source()
+        };
+    }
+    None
 }
 
 /// Builds the rustls client configuration from the options (CA file, client cert, insecure).
@@ -229,14 +263,17 @@ impl WireWriter {
     }
 }
 
-/// WebSocket settings with small buffers (default buffers cost ~135 KiB per connection).
+/// WebSocket settings with small buffers (default buffers cost ~135 KiB per connection). The
+/// message limit lies above the largest MQTT packet we accept, so an oversized packet is skipped
+/// by the MQTT reader (counted as malformed) instead of breaking the WebSocket.
 pub fn lean_ws_config() -> WebSocketConfig {
+    let limit = 2 * crate::mqtt::MAX_PACKET;
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(1 << 20)
-        .max_message_size(Some(1 << 20))
-        .max_frame_size(Some(1 << 20))
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit))
 }
 
 async fn tcp_connect(url: &BrokerUrl, bind: Option<IpAddr>) -> Result<TcpStream, TransportError> {
@@ -323,6 +360,15 @@ pub async fn open(
             tokio_tungstenite::client_async_with_config(request, stream, Some(lean_ws_config()))
                 .await
                 .map_err(|e| match e {
+                    // with TLS 1.3 a refused client certificate shows up here, as an alert
+                    tokio_tungstenite::tungstenite::Error::Io(source)
+                        if rustls_error(&source).is_some() =>
+                    {
+                        TransportError::Tls {
+                            addr: url.authority(),
+                            source,
+                        }
+                    }
                     tokio_tungstenite::tungstenite::Error::Io(source) => TransportError::Connect {
                         addr: url.authority(),
                         source,

@@ -7,16 +7,19 @@
 //! - [`TestPki`]: a throwaway CA with server and client certificates for TLS tests.
 //! - [`wait_until`] and friends: poll a condition with a deadline instead of sleeping.
 //! - [`rss_bytes`] / [`cpu_seconds`]: per-process figures from `/proc`.
+//! - [`Process`]: one of our binaries as a child process, output captured, signals by pid.
 
 mod embedded;
 mod mosquitto;
 mod pki;
+mod process;
 mod procfs;
 mod wait;
 
 pub use embedded::Embedded;
 pub use mosquitto::{Mosquitto, MosquittoOptions, TlsFiles, MOSQUITTO_BIN};
 pub use pki::TestPki;
+pub use process::{send_signal, Process};
 pub use procfs::{cpu_seconds, rss_bytes, try_rss_bytes};
 pub use wait::{wait_until, wait_until_async, wait_until_blocking, POLL_INTERVAL};
 

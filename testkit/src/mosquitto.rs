@@ -50,6 +50,8 @@ pub struct MosquittoOptions {
     pub ws_listeners: usize,
     /// Adds an MQTT-over-TLS listener.
     pub tls: Option<TlsFiles>,
+    /// Number of MQTT-over-WebSocket-over-TLS listeners; they use the `tls` files.
+    pub wss_listeners: usize,
     /// `(user, password)`: creates a password file and turns anonymous access off.
     pub password_file: Option<(String, String)>,
     /// Per-listener connection cap; `None` = unlimited.
@@ -73,6 +75,13 @@ impl MosquittoOptions {
     #[must_use]
     pub fn tls(mut self, files: TlsFiles) -> Self {
         self.tls = Some(files);
+        self
+    }
+
+    /// WebSocket-over-TLS listeners (`wss://`), with the files given to [`Self::tls`].
+    #[must_use]
+    pub fn wss_listeners(mut self, count: usize) -> Self {
+        self.wss_listeners = count;
         self
     }
 
@@ -101,6 +110,7 @@ struct Ports {
     mqtt: u16,
     ws: Vec<u16>,
     tls: Option<u16>,
+    wss: Vec<u16>,
 }
 
 impl Ports {
@@ -123,6 +133,13 @@ impl Ports {
                 .map(|_| next())
                 .collect::<Result<_, _>>()?,
             tls: opts.tls.as_ref().map(|_| next()).transpose()?,
+            wss: if opts.tls.is_some() {
+                (0..opts.wss_listeners)
+                    .map(|_| next())
+                    .collect::<Result<_, _>>()?
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -130,6 +147,7 @@ impl Ports {
         std::iter::once(self.mqtt)
             .chain(self.ws.iter().copied())
             .chain(self.tls)
+            .chain(self.wss.iter().copied())
     }
 }
 
@@ -223,6 +241,16 @@ impl Mosquitto {
             .ws
             .iter()
             .map(|p| format!("ws://127.0.0.1:{p}/mqtt"))
+            .collect()
+    }
+
+    /// `wss://127.0.0.1:PORT/mqtt`, one per WebSocket-over-TLS listener (needs [`MosquittoOptions::tls`]).
+    #[must_use]
+    pub fn wss_urls(&self) -> Vec<String> {
+        self.ports
+            .wss
+            .iter()
+            .map(|p| format!("wss://127.0.0.1:{p}/mqtt"))
             .collect()
     }
 
@@ -437,13 +465,19 @@ fn render_config(opts: &MosquittoOptions, ports: &Ports, dir: &Path, as_root: bo
         let _ = writeln!(c, "\nlistener {port} 127.0.0.1\nprotocol websockets");
         let _ = writeln!(c, "max_connections {max_connections}");
     }
-    if let (Some(port), Some(tls)) = (ports.tls, &opts.tls) {
-        let _ = writeln!(c, "\nlistener {port} 127.0.0.1");
-        let _ = writeln!(c, "max_connections {max_connections}");
-        let _ = writeln!(c, "cafile {}", tls.ca.display());
-        let _ = writeln!(c, "certfile {}", tls.cert.display());
-        let _ = writeln!(c, "keyfile {}", tls.key.display());
-        let _ = writeln!(c, "require_certificate {}", tls.require_certificate);
+    if let Some(tls) = &opts.tls {
+        let listeners = ports.tls.iter().map(|p| (*p, false));
+        for (port, ws) in listeners.chain(ports.wss.iter().map(|p| (*p, true))) {
+            let _ = writeln!(c, "\nlistener {port} 127.0.0.1");
+            if ws {
+                let _ = writeln!(c, "protocol websockets");
+            }
+            let _ = writeln!(c, "max_connections {max_connections}");
+            let _ = writeln!(c, "cafile {}", tls.ca.display());
+            let _ = writeln!(c, "certfile {}", tls.cert.display());
+            let _ = writeln!(c, "keyfile {}", tls.key.display());
+            let _ = writeln!(c, "require_certificate {}", tls.require_certificate);
+        }
     }
     c
 }
@@ -522,6 +556,7 @@ mod tests {
             mqtt: 1001,
             ws: vec![1002, 1003],
             tls: Some(1004),
+            wss: vec![1005],
         };
         let c = render_config(&opts, &ports, Path::new("/d"), true);
         for line in [
@@ -529,6 +564,7 @@ mod tests {
             "listener 1002 127.0.0.1\nprotocol websockets",
             "listener 1003 127.0.0.1\nprotocol websockets",
             "listener 1004 127.0.0.1",
+            "listener 1005 127.0.0.1\nprotocol websockets",
             "cafile /p/ca.pem",
             "require_certificate true",
             "allow_anonymous false",

@@ -336,33 +336,26 @@ impl Lane {
         }
         let k = g / self.spec.lanes;
         let r = corr.seq;
-        let sched = self.sched(k, r);
-        let measured = win.measured(sched);
         let current = self.cursor_r_of(k);
-        // cycles not yet due, or older than the remembered window
-        if r >= current || current - r > WINDOW {
-            if r < current {
-                books.count(Outcome::Late, measured); // too old to tell apart: it was answered late
-            } else {
-                books.count(Outcome::Invalid, win.measured(arrival));
-            }
-            return;
-        }
-        let bit = 1u32 << (r % WINDOW);
-        let ki = k as usize;
-        if self.sent_bits[ki] & bit == 0 {
+        if r >= current {
+            // a cycle not yet due: forged or from another run
             books.count(Outcome::Invalid, win.measured(arrival));
             return;
         }
-        if self.answered_bits[ki] & bit != 0 {
-            books.count(Outcome::Duplicate, measured);
-            return;
-        }
-        self.answered_bits[ki] |= bit;
+        let sched = self.sched(k, r);
+        let measured = win.measured(sched);
+        let bit = 1u32 << (r % WINDOW);
+        let ki = k as usize;
+        let in_window = current - r <= WINDOW;
+        // A pending request matches however many cycles ago it was sent (TIMEOUT_MS may span
+        // more than WINDOW intervals).
         let m = self.spec.max_inflight as usize;
         let slots = &mut self.pending[ki * m..(ki + 1) * m];
         if let Some(s) = slots.iter_mut().find(|s| **s == r) {
             *s = EMPTY;
+            if in_window {
+                self.answered_bits[ki] |= bit;
+            }
             self.inflight -= 1;
             books
                 .inflight
@@ -374,9 +367,22 @@ impl Lane {
             if measured {
                 record_us(&mut self.lat_window, us);
             }
-        } else {
-            books.count(Outcome::Late, measured);
+            return;
         }
+        if !in_window {
+            books.count(Outcome::Late, measured); // too old to tell apart: it was answered late
+            return;
+        }
+        if self.sent_bits[ki] & bit == 0 {
+            books.count(Outcome::Invalid, win.measured(arrival));
+            return;
+        }
+        if self.answered_bits[ki] & bit != 0 {
+            books.count(Outcome::Duplicate, measured);
+            return;
+        }
+        self.answered_bits[ki] |= bit;
+        books.count(Outcome::Late, measured);
     }
 
     /// The first cycle of client `k` that has not been handled yet.

@@ -128,6 +128,26 @@ fn foreign_and_future_replies_are_invalid() {
 }
 
 #[test]
+fn a_pending_request_matches_after_more_than_the_remembered_cycles() {
+    let mut l = lane(1, 64, Protocol::V5);
+    l.spec.timeout_ns = 100_000 * MS;
+    let books = Books::default();
+    let mut out = Batches::new(1);
+    for r in 0..40u64 {
+        l.run_due(r * 1000 * MS, &WIN, &books, &mut out);
+    }
+    assert_eq!(l.inflight, 40);
+    // cycle 0 was sent 39 intervals ago, beyond the 32-cycle window: still a match
+    l.on_reply(corr(0, 0), 39_500 * MS, &WIN, &books);
+    assert_eq!(books.total.matched.load(Relaxed), 1);
+    assert_eq!(books.total.late.load(Relaxed), 0);
+    assert_eq!(l.inflight, 39);
+    // answered again: too old to tell apart, counted late (never a second match)
+    l.on_reply(corr(0, 0), 39_600 * MS, &WIN, &books);
+    assert_eq!(books.total.matched.load(Relaxed), 1);
+}
+
+#[test]
 fn no_connection_is_a_publish_error_not_a_send() {
     let mut l = lane(2, 1, Protocol::V5);
     let books = Books::default();

@@ -232,7 +232,7 @@ impl Endpoints for RrState {
         );
         w.counter(
             "loadgen_publish_errors_total",
-            "Due sends that could not be published (no connection)",
+            "Due sends that could not be published (no connection up, or every connection's send queue full)",
             t.publish_errors,
         );
         w.gauge(

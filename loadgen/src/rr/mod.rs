@@ -108,6 +108,9 @@ async fn run_lane(mut lane: Lane, ctx: LaneCtx, mut replies: mpsc::Receiver<Repl
                         out.room[i] = max.saturating_sub(status.unacked.load(Relaxed));
                     }
                 }
+                // Expire first: a request whose TIMEOUT_MS has passed frees its slot before the
+                // sends due by now, so TIMEOUT_MS = INTERVAL_MS never turns a loss into a skip.
+                lane.expire(now, &win, &ctx.books);
                 lane.run_due(now, &win, &ctx.books, &mut out);
                 for (i, (tx, status)) in ctx.links.iter().enumerate() {
                     if out.bufs[i].is_empty() {
@@ -124,7 +127,6 @@ async fn run_lane(mut lane: Lane, ctx: LaneCtx, mut replies: mpsc::Receiver<Repl
                         Err(mpsc::error::TrySendError::Closed(_)) => {}
                     }
                 }
-                lane.expire(now, &win, &ctx.books);
                 if last_merge.elapsed() >= Duration::from_millis(100) {
                     lane.merge_into(&ctx.books);
                     last_merge = Instant::now();
