@@ -1,0 +1,484 @@
+#!/usr/bin/env python3
+"""Runs the performance scenarios of issue 6 (called by scripts/benchmark.sh; standard library only).
+
+Every run starts its own mosquitto (and worker) on free ports, runs loadgen with a fixed
+schedule, and reads the CPU time (utime + stime from /proc/<pid>/stat) of every process over the
+same window inside loadgen's measured window. Scenarios:
+
+  pub      publish-only, 100 connections, 256-byte payloads, QoS 0, 20,000 msg/s: loadgen/broker
+  rr       request/response at 10,000 req/s with one worker (MODE=health): loadgen/broker, worker/broker
+  ceiling  rr at stepped offered rates until match rate < 0.999 or p99 >= 50 ms; CPU of all three
+  latency  rr at 1,000 req/s against a minimal pair of rumqttc clients echoing (examples/echo_pair.rs)
+  memory   scripts/memory-1m.sh (1,000,000 virtual clients), plus the fanout helper's results if present
+
+Environment: QUICK=1 (the ~2-minute subset), SCENARIOS=pub,rr,... (default: all; memory only in
+full mode), REPEAT (runs of pub and rr, median reported; default 3, 1 when QUICK), BIN (directory
+of the release binaries, default target/release), ECHO_PAIR (path of the echo_pair example),
+RESULTS_DIR (default benchmarks/results), LOADGEN_EXTRA / WORKER_EXTRA (K=V,K=V settings added to
+every loadgen / worker, for experiments).
+"""
+
+import csv
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(os.environ.get("BIN") or ROOT / "target" / "release")
+RESULTS = Path(os.environ.get("RESULTS_DIR") or ROOT / "benchmarks" / "results")
+QUICK = os.environ.get("QUICK", "0") not in ("", "0")
+REPEAT = int(os.environ.get("REPEAT") or (1 if QUICK else 3))
+ALL = ["pub", "rr", "ceiling", "latency"] + ([] if QUICK else ["memory"])
+SCENARIOS = [s for s in (os.environ.get("SCENARIOS") or ",".join(ALL)).split(",") if s]
+MOSQUITTO = os.environ.get("MOSQUITTO") or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+ECHO_PAIR = Path(os.environ.get("ECHO_PAIR") or BIN / "examples" / "echo_pair")
+CLK = os.sysconf("SC_CLK_TCK")
+PREFIX = "benchmark-quick" if QUICK else "benchmark"
+
+# Durations (seconds): warm-up excluded from loadgen's statistics, then the measured window.
+WARMUP = 3
+DUR = {"pub": 12 if QUICK else 20, "rr": 12 if QUICK else 20, "ceiling": 8 if QUICK else 15,
+       "latency": 8 if QUICK else 20}
+PUB_RATE = 20_000
+RR_RATE = 10_000
+LATENCY_RATE = 1_000
+CEILING_RATES = [10_000, 20_000, 30_000, 40_000] if QUICK else \
+    [10_000, 15_000, 20_000, 25_000, 30_000, 35_000, 40_000, 45_000, 50_000, 60_000, 70_000, 80_000]
+MATCH_MIN = 0.999
+P99_MAX_US = 50_000
+INTERVAL_MS = 10_000  # rr schedules: VIRTUAL_CLIENTS = rate * INTERVAL_MS / 1000
+
+
+def log(msg):
+    print(f"[benchmark {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def extra_env(var):
+    """`K=V,K=V` from the environment variable `var` (e.g. LOADGEN_EXTRA=PUBLISH_WORKERS=2)."""
+    pairs = [kv.split("=", 1) for kv in (os.environ.get(var) or "").split(",") if "=" in kv]
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def base_env(**extra):
+    """A clean environment (nothing leaks in from the caller's loadgen/worker settings)."""
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "RUST_LOG") if k in os.environ}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def http_ok(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+class Stack:
+    """The processes of one run; stopped (and their logs kept on failure) by `close`."""
+
+    def __init__(self, name):
+        self.name = name
+        self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        self.procs = {}
+
+    def spawn(self, role, argv, env):
+        out = open(self.dir / f"{role}.log", "w")
+        p = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                             start_new_session=True, cwd=ROOT)
+        self.procs[role] = p
+        return p
+
+    def broker(self):
+        port = free_port()
+        conf = self.dir / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                        "max_queued_messages 100000\nset_tcp_nodelay true\n")
+        p = self.spawn("broker", [MOSQUITTO, "-c", str(conf)], base_env())
+
+        def listening():
+            if p.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {(self.dir / 'broker.log').read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+        wait_for(listening, 10, "mosquitto")
+        return port
+
+    def worker(self, broker_port, **extra):
+        port = free_port()
+        env = base_env(BROKER=f"mqtt://127.0.0.1:{broker_port}", METRICS_PORT=port,
+                       METRICS_ADDR="127.0.0.1", MODE="health", INSTANCE_ID="bench",
+                       **{**extra, **extra_env("WORKER_EXTRA")})
+        self.spawn("worker", [str(BIN / "worker")], env)
+        wait_for(lambda: http_ok(port, "/ready"), 30, "worker /ready")
+        return port
+
+    def loadgen(self, broker_port, **settings):
+        port = free_port()
+        report = self.dir / "report.json"
+        env = base_env(BROKER=f"mqtt://127.0.0.1:{broker_port}", METRICS_PORT=port,
+                       METRICS_ADDR="127.0.0.1", PROGRESS_SEC=0, INSTANCE_ID="bench",
+                       REPORT_JSON=report, **{**settings, **extra_env("LOADGEN_EXTRA")})
+        p = self.spawn("loadgen", [str(BIN / "loadgen")], env)
+        return p, port, report
+
+    def close(self, keep_logs=False):
+        for p in self.procs.values():
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        if keep_logs:
+            log(f"logs kept in {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, interval_ms=INTERVAL_MS):
+    """One run: broker (+ worker) + loadgen; CPU of each process over the same window."""
+    stack = Stack(name)
+    ok = False
+    try:
+        bport = stack.broker()
+        if worker:
+            stack.worker(bport)
+        settings = dict(SCENARIO=scenario, VIRTUAL_CLIENTS=int(rate * interval_ms / 1000),
+                        INTERVAL_MS=interval_ms, CONNECTIONS=100, WARMUP_SEC=WARMUP,
+                        DURATION_SEC=duration, TIMEOUT_MS=5000)
+        if payload:
+            settings["PAYLOAD_BYTES"] = payload
+        lg, lport, report_path = stack.loadgen(bport, **settings)
+        wait_for(lambda: http_ok(lport, "/ready") or lg.poll() is not None, 60, "loadgen /ready")
+        if lg.poll() is not None:
+            raise RuntimeError(f"loadgen exited early: {(stack.dir / 'loadgen.log').read_text()[-2000:]}")
+        # The measured window opens WARMUP s after loadgen's start (just before /ready).
+        time.sleep(WARMUP + 0.5)
+        pids = {role: p.pid for role, p in stack.procs.items()}
+        c0 = {r: cpu_seconds(pid) for r, pid in pids.items()}
+        t0 = time.monotonic()
+        time.sleep(duration - 1.0)
+        c1 = {r: cpu_seconds(pid) for r, pid in pids.items()}
+        window = time.monotonic() - t0
+        rc = lg.wait(timeout=duration + 60)
+        if rc != 0:
+            raise RuntimeError(f"loadgen exit {rc}: {(stack.dir / 'loadgen.log').read_text()[-2000:]}")
+        rep = json.loads(report_path.read_text())
+        cpu = {r: round(c1[r] - c0[r], 3) for r in pids}
+        lat = rep["latency_us"]
+        res = {
+            "name": name, "scenario": scenario, "offered_rate": rep["offered_rate"],
+            "achieved_rate": round(rep["achieved_rate"], 1), "sent": rep["sent"],
+            "matched": rep["matched"], "match_rate": rep["match_rate"], "timeouts": rep["timeouts"],
+            "skipped": rep["skipped"], "publish_errors": rep["publish_errors"],
+            "reconnects": rep["reconnects"],
+            "latency_us": {k: lat.get(k) for k in ("p50", "p90", "p99", "max", "mean")},
+            "schedule_lag_p99_us": rep["schedule_lag_us"].get("p99"),
+            "cpu_window_s": round(window, 3), "cpu_s": cpu,
+            "cpu_cores": {r: round(v / window, 3) for r, v in cpu.items()},
+        }
+        b = cpu.get("broker") or 0
+        res["ratio_loadgen_broker"] = round(cpu["loadgen"] / b, 3) if b else None
+        if worker:
+            res["ratio_worker_broker"] = round(cpu["worker"] / b, 3) if b else None
+        ok = True
+        return res
+    finally:
+        stack.close(keep_logs=not ok)
+
+
+def median_of(runs, key):
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return round(statistics.median(vals), 3) if vals else None
+
+
+def scenario_pub():
+    runs = []
+    for i in range(REPEAT):
+        r = run_loadgen(f"pub-{i}", "pub", PUB_RATE, DUR["pub"], payload=256, interval_ms=1000)
+        log(f"pub #{i}: loadgen {r['cpu_s']['loadgen']} s, broker {r['cpu_s']['broker']} s, "
+            f"ratio {r['ratio_loadgen_broker']}, achieved {r['achieved_rate']}/s")
+        runs.append(r)
+    return {"target": "loadgen/broker <= 0.5", "rate": PUB_RATE, "payload_bytes": 256,
+            "connections": 100, "qos": 0, "repeats": len(runs),
+            "median_ratio_loadgen_broker": median_of(runs, "ratio_loadgen_broker"),
+            "median_loadgen_cpu_us_per_msg": round(statistics.median(
+                r["cpu_s"]["loadgen"] / (r["offered_rate"] * r["cpu_window_s"]) * 1e6 for r in runs), 2),
+            "median_broker_cpu_us_per_msg": round(statistics.median(
+                r["cpu_s"]["broker"] / (r["offered_rate"] * r["cpu_window_s"]) * 1e6 for r in runs), 2),
+            "runs": runs}
+
+
+def scenario_rr():
+    runs = []
+    for i in range(REPEAT):
+        r = run_loadgen(f"rr-{i}", "rr", RR_RATE, DUR["rr"], worker=True)
+        log(f"rr #{i}: loadgen {r['cpu_s']['loadgen']} s, worker {r['cpu_s']['worker']} s, "
+            f"broker {r['cpu_s']['broker']} s, ratios {r['ratio_loadgen_broker']} / "
+            f"{r['ratio_worker_broker']}, match {r['match_rate']:.5f}")
+        runs.append(r)
+    return {"target": "loadgen/broker <= 0.5 and worker/broker <= 0.5", "rate": RR_RATE,
+            "worker_mode": "health", "repeats": len(runs),
+            "median_ratio_loadgen_broker": median_of(runs, "ratio_loadgen_broker"),
+            "median_ratio_worker_broker": median_of(runs, "ratio_worker_broker"),
+            "runs": runs}
+
+
+def sustained(r):
+    p99 = r["latency_us"]["p99"]
+    return (r["match_rate"] >= MATCH_MIN and p99 is not None and p99 < P99_MAX_US
+            and r["achieved_rate"] >= 0.99 * r["offered_rate"])
+
+
+def scenario_ceiling():
+    steps = []
+    for rate in CEILING_RATES:
+        r = run_loadgen(f"ceiling-{rate}", "rr", rate, DUR["ceiling"], worker=True)
+        r["sustained"] = sustained(r)
+        steps.append(r)
+        c = r["cpu_cores"]
+        log(f"ceiling {rate}/s: match {r['match_rate']:.5f} p50 {r['latency_us']['p50']} us "
+            f"p99 {r['latency_us']['p99']} us, cores: broker {c['broker']} worker {c['worker']} "
+            f"loadgen {c['loadgen']} -> {'ok' if r['sustained'] else 'NOT sustained'}")
+        if not r["sustained"]:
+            break
+    ok = [s for s in steps if s["sustained"]]
+    top = max(ok, key=lambda s: s["offered_rate"]) if ok else None
+    return {"criterion": f"match rate >= {MATCH_MIN} and p99 < {P99_MAX_US // 1000} ms",
+            "ceiling_rate": top["offered_rate"] if top else None,
+            "cpu_cores_at_ceiling": top["cpu_cores"] if top else None,
+            "busiest_at_ceiling": max(top["cpu_cores"], key=top["cpu_cores"].get) if top else None,
+            "steps": steps}
+
+
+def scenario_latency():
+    lg = run_loadgen("latency-loadgen", "rr", LATENCY_RATE, DUR["latency"], worker=True, interval_ms=1000)
+    if not ECHO_PAIR.exists():
+        raise RuntimeError(f"{ECHO_PAIR} missing: cargo build --release -p loadgen --example echo_pair")
+    stack = Stack("latency-echo")
+    ok = False
+    try:
+        bport = stack.broker()
+        env = base_env(BROKER_HOST="127.0.0.1", BROKER_PORT=bport, RATE=LATENCY_RATE,
+                       WARMUP_SEC=WARMUP, DURATION_SEC=DUR["latency"], PAYLOAD_BYTES=64)
+        out = subprocess.run([str(ECHO_PAIR)], env=env, capture_output=True, text=True,
+                             timeout=DUR["latency"] + 60)
+        if out.returncode != 0:
+            raise RuntimeError(f"echo_pair failed: {out.stderr[-2000:]}")
+        echo = json.loads(out.stdout.strip().splitlines()[-1])
+        ok = True
+    finally:
+        stack.close(keep_logs=not ok)
+    p50_ratio = lg["latency_us"]["p50"] / max(echo["latency_us"]["p50"], 1)
+    log(f"latency at {LATENCY_RATE}/s: loadgen+worker p50 {lg['latency_us']['p50']} p99 "
+        f"{lg['latency_us']['p99']} us; echo pair p50 {echo['latency_us']['p50']} p99 "
+        f"{echo['latency_us']['p99']} us; p50 ratio {p50_ratio:.2f}")
+    return {"target": "loadgen+worker p50 <= 2 x echo pair p50", "rate": LATENCY_RATE,
+            "loadgen_worker": lg, "echo_pair": echo,
+            "p50_ratio": round(p50_ratio, 3),
+            "p99_ratio": round(lg["latency_us"]["p99"] / max(echo["latency_us"]["p99"], 1), 3)}
+
+
+def scenario_memory():
+    """Reruns the 1M-client memory script (it rewrites benchmarks/results/memory-1m.txt)."""
+    env = dict(os.environ, DURATION_SEC="20")
+    log("memory: scripts/memory-1m.sh (1,000,000 virtual clients)")
+    subprocess.run(["bash", "scripts/memory-1m.sh"], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def collect_memory():
+    """What the memory and fanout scripts measured, as found in the results folder."""
+    mem = {}
+    m1 = RESULTS / "memory-1m.txt"
+    if m1.exists():
+        text = m1.read_text()
+        mem["memory_1m"] = {"file": rel(m1), "text": text.strip()}
+        for line in text.splitlines():
+            if line.startswith("peak resident memory:"):
+                try:
+                    mem["memory_1m"]["peak_mib"] = float(line.split(":")[1].split("MiB")[0])
+                except ValueError:
+                    pass
+    fan = sorted(p for p in RESULTS.glob("fanout*") if p.is_file())
+    if fan:
+        mem["fanout"] = []
+        for p in fan:
+            entry = {"file": rel(p)}
+            if p.suffix == ".json":
+                try:
+                    entry["data"] = json.loads(p.read_text())
+                except ValueError:
+                    pass
+            elif p.suffix in (".txt", ".md"):
+                entry["text"] = p.read_text().strip()[:4000]
+            mem["fanout"].append(entry)
+    return mem
+
+
+def rel(p):
+    """`p` relative to the repository when inside it."""
+    try:
+        return str(Path(p).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
+def machine():
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    mosq = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True).stdout.splitlines()
+    return {
+        "nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+        "machine": platform.machine(), "hostname": platform.node(),
+        "mem_total_kib": next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), None),
+        "mosquitto": mosq[0] if mosq else "",
+        "git_revision": git("rev-parse", "HEAD"), "git_describe": git("describe", "--always", "--dirty"),
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": "quick" if QUICK else "full",
+    }
+
+
+CSV_FIELDS = ["scenario_step", "offered_rate", "achieved_rate", "sent", "matched", "match_rate",
+              "timeouts", "skipped", "p50_us", "p90_us", "p99_us", "max_us", "schedule_lag_p99_us",
+              "cpu_window_s", "loadgen_cpu_s", "worker_cpu_s", "broker_cpu_s", "loadgen_cores",
+              "worker_cores", "broker_cores", "ratio_loadgen_broker", "ratio_worker_broker", "sustained"]
+
+
+def csv_row(r):
+    c, l = r["cpu_s"], r["latency_us"]
+    return {
+        "scenario_step": r["name"], "offered_rate": r["offered_rate"], "achieved_rate": r["achieved_rate"],
+        "sent": r["sent"], "matched": r["matched"], "match_rate": r["match_rate"],
+        "timeouts": r["timeouts"], "skipped": r["skipped"], "p50_us": l["p50"], "p90_us": l["p90"],
+        "p99_us": l["p99"], "max_us": l["max"], "schedule_lag_p99_us": r["schedule_lag_p99_us"],
+        "cpu_window_s": r["cpu_window_s"], "loadgen_cpu_s": c.get("loadgen"),
+        "worker_cpu_s": c.get("worker", ""), "broker_cpu_s": c.get("broker"),
+        "loadgen_cores": r["cpu_cores"].get("loadgen"), "worker_cores": r["cpu_cores"].get("worker", ""),
+        "broker_cores": r["cpu_cores"].get("broker"), "ratio_loadgen_broker": r.get("ratio_loadgen_broker"),
+        "ratio_worker_broker": r.get("ratio_worker_broker", ""), "sustained": r.get("sustained", ""),
+    }
+
+
+def main():
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for b in ("loadgen", "worker"):
+        if not (BIN / b).exists():
+            sys.exit(f"{BIN / b} missing: run `make release` (or set BIN)")
+    result = {"benchmark": "mqtt-rr-bench issue 6", "machine": machine(), "scenarios": SCENARIOS}
+    log(f"{result['machine']['mode']} run: {', '.join(SCENARIOS)}; results in {RESULTS}")
+    started = time.monotonic()
+    steps = []
+    if "pub" in SCENARIOS:
+        result["pub"] = scenario_pub()
+        steps += result["pub"]["runs"]
+    if "rr" in SCENARIOS:
+        result["rr"] = scenario_rr()
+        steps += result["rr"]["runs"]
+    if "ceiling" in SCENARIOS:
+        result["ceiling"] = scenario_ceiling()
+        steps += result["ceiling"]["steps"]
+    if "latency" in SCENARIOS:
+        result["latency"] = scenario_latency()
+        steps.append(result["latency"]["loadgen_worker"])
+    if "memory" in SCENARIOS:
+        scenario_memory()
+    result["memory"] = collect_memory()
+    result["elapsed_s"] = round(time.monotonic() - started, 1)
+
+    json_path = RESULTS / f"{PREFIX}.json"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    csv_path = RESULTS / f"{PREFIX}-steps.csv"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        for r in steps:
+            w.writerow(csv_row(r))
+    written = [json_path, csv_path]
+    if "ceiling" in result:
+        svg = RESULTS / f"{PREFIX}-ceiling.svg"
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "plot.py"), str(json_path), str(svg)],
+                       check=True)
+        written.append(svg)
+    summary(result)
+    log("wrote " + ", ".join(rel(p) for p in written))
+
+
+def summary(res):
+    lines = []
+    if "pub" in res:
+        p = res["pub"]
+        lines.append(f"pub {p['rate']}/s: loadgen/broker CPU median {p['median_ratio_loadgen_broker']} "
+                     f"(target <= 0.5; {p['median_loadgen_cpu_us_per_msg']} vs "
+                     f"{p['median_broker_cpu_us_per_msg']} us/msg)")
+    if "rr" in res:
+        r = res["rr"]
+        lines.append(f"rr {r['rate']}/s: loadgen/broker {r['median_ratio_loadgen_broker']}, "
+                     f"worker/broker {r['median_ratio_worker_broker']} (targets <= 0.5)")
+    if "ceiling" in res:
+        c = res["ceiling"]
+        lines.append(f"ceiling: {c['ceiling_rate']} req/s ({c['criterion']}); cores at ceiling "
+                     f"{c['cpu_cores_at_ceiling']}")
+    if "latency" in res:
+        l = res["latency"]
+        lines.append(f"latency {l['rate']}/s: loadgen+worker p50/p99 {l['loadgen_worker']['latency_us']['p50']}/"
+                     f"{l['loadgen_worker']['latency_us']['p99']} us, echo pair "
+                     f"{l['echo_pair']['latency_us']['p50']}/{l['echo_pair']['latency_us']['p99']} us "
+                     f"(p50 ratio {l['p50_ratio']}, target <= 2)")
+    m = res.get("memory", {}).get("memory_1m")
+    if m:
+        lines.append(f"memory: 1M virtual clients peak {m.get('peak_mib')} MiB (target <= 100 MB)")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# `make benchmark` / `make benchmark-quick` (QUICK=1): the performance scenarios of issue 6 against
+# mosquitto on free ports: publish-only CPU ratio at 20,000 msg/s, request/response CPU ratios at
+# 10,000 req/s, the broker-bound ceiling (stepped rate), latency overhead at 1,000 req/s against a
+# minimal rumqttc echo pair, and (full run) the 1M-client memory script. Results (JSON, a CSV row
+# per step, SVG plot) go to benchmarks/results/; see benchmarks/README.md and benchmarks/bench.py.
+# Variables: QUICK=1, SCENARIOS=pub,rr,ceiling,latency,memory, REPEAT=n, BIN=dir of binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release}
+export BIN
+for tool in python3 git; do
+  command -v "$tool" >/dev/null || { echo "benchmark: $tool is required" >&2; exit 1; }
+done
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+  bash scripts/install-deps.sh || true
+fi
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || {
+  echo "benchmark: mosquitto is required (apt-get install mosquitto)" >&2; exit 1; }
+[ -x "$BIN/loadgen" ] && [ -x "$BIN/worker" ] || {
+  echo "benchmark: $BIN/loadgen and $BIN/worker missing: run 'make release' first" >&2; exit 1; }
+# The reference echo pair of the latency scenario (a cargo example of loadgen).
+export ECHO_PAIR=${ECHO_PAIR:-$BIN/examples/echo_pair}
+if [[ ",${SCENARIOS:-latency}," == *",latency,"* ]] && [ ! -x "$ECHO_PAIR" ]; then
+  target_dir=$(cd "$BIN/.." && pwd)
+  CARGO_TARGET_DIR=$target_dir cargo build --release -p loadgen --example echo_pair
+fi
+exec python3 benchmarks/bench.py
