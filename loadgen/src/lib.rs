@@ -48,9 +48,9 @@ impl LoadgenError {
 pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, LoadgenError> {
     match cfg.scenario {
         Scenario::Rr | Scenario::Pub => rr::run(cfg, shutdown).await,
-        Scenario::Fanout => Err(LoadgenError::Fanout(
-            "fanout is not available in this build".into(),
-            2,
-        )),
+        Scenario::Fanout => fanout::run(cfg, shutdown).await.map_err(|e| {
+            let code = e.exit_code();
+            LoadgenError::Fanout(e.to_string(), code)
+        }),
     }
 }
