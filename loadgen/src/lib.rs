@@ -13,6 +13,9 @@ use std::net::SocketAddr;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+/// The web dashboard, served at `/` by every scenario.
+pub const DASHBOARD_HTML: &str = include_str!("web/dashboard.html");
+
 #[derive(Debug, Error)]
 pub enum LoadgenError {
     #[error("cannot connect to {url}: {source}")]

@@ -276,6 +276,16 @@ impl Endpoints for FanoutEndpoints {
     fn ready(&self) -> bool {
         self.0.ready.load(Ordering::Relaxed)
     }
+
+    fn other(&self, path: &str) -> Option<(&'static str, Vec<u8>)> {
+        match path {
+            "/" | "/index.html" | "/dashboard" => Some((
+                "text/html; charset=utf-8",
+                crate::DASHBOARD_HTML.as_bytes().to_vec(),
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Builds progress lines from counter deltas.

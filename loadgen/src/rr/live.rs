@@ -17,8 +17,7 @@ pub const PHASE_RUNNING: u8 = 0;
 pub const PHASE_DRAINING: u8 = 1;
 pub const PHASE_DONE: u8 = 2;
 
-/// The web dashboard, served at `/`.
-pub const DASHBOARD_HTML: &str = include_str!("../web/dashboard.html");
+pub use crate::DASHBOARD_HTML;
 
 #[derive(Clone, Default, serde::Serialize)]
 struct Recent {
