@@ -83,6 +83,20 @@ def extra_env(var):
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+def switches(pid):
+    """Context switches (voluntary + involuntary) of all threads of a process: its wake-ups."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def base_env(**extra):
     """A clean environment (nothing leaks in from the caller's loadgen/worker settings)."""
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "RUST_LOG") if k in os.environ}
@@ -198,9 +212,11 @@ def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, inte
         time.sleep(WARMUP + 0.5)
         pids = {role: p.pid for role, p in stack.procs.items()}
         c0 = {r: cpu_seconds(pid) for r, pid in pids.items()}
+        s0 = {r: switches(pid) for r, pid in pids.items()}
         t0 = time.monotonic()
         time.sleep(duration - 1.0)
         c1 = {r: cpu_seconds(pid) for r, pid in pids.items()}
+        s1 = {r: switches(pid) for r, pid in pids.items()}
         window = time.monotonic() - t0
         rc = lg.wait(timeout=duration + 60)
         if rc != 0:
@@ -218,6 +234,7 @@ def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, inte
             "schedule_lag_p99_us": rep["schedule_lag_us"].get("p99"),
             "cpu_window_s": round(window, 3), "cpu_s": cpu,
             "cpu_cores": {r: round(v / window, 3) for r, v in cpu.items()},
+            "context_switches_per_s": {r: round((s1[r] - s0[r]) / window) for r in pids},
         }
         b = cpu.get("broker") or 0
         res["ratio_loadgen_broker"] = round(cpu["loadgen"] / b, 3) if b else None

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod http;
 pub mod mqtt;
 pub mod net;
+pub mod outlet;
 pub mod stats;
 
 pub use tokio_util::sync::CancellationToken;

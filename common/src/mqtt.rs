@@ -5,6 +5,7 @@
 use crate::broker::{BrokerUrl, ConnectOptions};
 use crate::codec::{self, Frame, InPublish, Protocol};
 use crate::net::{self, TransportError, WireReader, WireWriter};
+use crate::outlet::Outlet;
 use bytes::{BufMut, Bytes, BytesMut};
 use rumqttc::mqttbytes::v4 as mb4;
 use rumqttc::v5::mqttbytes::v5 as mb5;
@@ -80,6 +81,8 @@ pub struct LinkStatus {
     pub unacked: AtomicU32,
     /// Broker's receive maximum (MQTT 5), 65535 when it sets none.
     pub receive_max: AtomicU32,
+    /// The connection's write side: producers write their batches here (see [`Outlet`]).
+    pub outlet: Outlet,
 }
 
 /// An established session, before its driver task starts.
@@ -447,6 +450,34 @@ enum Ended {
     Lost(String),
 }
 
+/// Ends the outlet's direct writes when the session ends, however it ends.
+struct Detach<'a>(&'a Outlet);
+
+impl Drop for Detach<'_> {
+    fn drop(&mut self) {
+        self.0.detach();
+    }
+}
+
+/// Writes out what the outlet holds: on plain TCP through the shared socket, else through the
+/// session's writer.
+async fn flush_outlet(
+    outlet: &Outlet,
+    writer: &mut WireWriter,
+    direct: Option<&tokio::net::tcp::OwnedWriteHalf>,
+) -> std::io::Result<()> {
+    match direct {
+        Some(d) => outlet.flush_direct(d).await,
+        None => {
+            let b = outlet.take();
+            if b.is_empty() {
+                return Ok(());
+            }
+            writer.write_all(b.freeze()).await
+        }
+    }
+}
+
 async fn run_session<H: Inbound>(
     s: Session,
     keep_alive_sec: u16,
@@ -462,6 +493,12 @@ async fn run_session<H: Inbound>(
         protocol,
         ..
     } = s;
+    // Every write of the session goes through the outlet (producers may write directly).
+    let outlet = &status.outlet;
+    let direct = writer.direct();
+    outlet.attach(direct.clone());
+    let _detach = Detach(outlet);
+    let direct = direct.as_deref();
     let keep_alive = Duration::from_secs(u64::from(keep_alive_sec.max(1)));
     let mut ping = tokio::time::interval(keep_alive / 2);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -482,19 +519,29 @@ async fn run_session<H: Inbound>(
         return Ended::Lost(e);
     }
     handler.flush().await;
+    // Batches queued while the link was down are sent first.
+    let mut dirty = true;
     loop {
         if !acks.is_empty() {
-            if let Err(e) = writer.write_all(acks.split().freeze()).await {
+            outlet.push(&acks);
+            acks.clear();
+            dirty = true;
+        }
+        if dirty {
+            if let Err(e) = flush_outlet(outlet, &mut writer, direct).await {
                 return Ended::Lost(e.to_string());
             }
+            dirty = false;
         }
         tokio::select! {
             _ = shutdown.cancelled() => {
                 // Flush what is queued, then say goodbye.
+                outlet.detach();
                 while let Ok(b) = rx.try_recv() {
-                    if writer.write_all(b).await.is_err() { break; }
+                    outlet.push(&b);
                 }
-                let _ = writer.write_all(Bytes::from_static(DISCONNECT)).await;
+                outlet.push(DISCONNECT);
+                let _ = flush_outlet(outlet, &mut writer, direct).await;
                 writer.shutdown().await;
                 return Ended::Shutdown;
             }
@@ -514,17 +561,16 @@ async fn run_session<H: Inbound>(
             }
             b = rx.recv() => {
                 let Some(b) = b else { return Ended::Shutdown };
-                if let Err(e) = writer.write_all(b).await {
-                    return Ended::Lost(e.to_string());
-                }
+                outlet.push(&b);
+                dirty = true;
             }
+            _ = outlet.queued_wake() => dirty = true,
             _ = ping.tick() => {
                 if last_rx.elapsed() > keep_alive * 2 {
                     return Ended::Lost("no traffic from broker within 2x keep-alive".into());
                 }
-                if let Err(e) = writer.write_all(Bytes::from_static(PINGREQ)).await {
-                    return Ended::Lost(e.to_string());
-                }
+                outlet.push(PINGREQ);
+                dirty = true;
             }
         }
     }

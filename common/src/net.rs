@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -201,12 +202,15 @@ mod insecure {
 
 /// Read half of a transport.
 pub enum WireReader {
+    /// Plain TCP, unboxed: its write half can be shared for direct writes (see `outlet`).
+    Tcp(OwnedReadHalf),
     Stream(ReadHalf<BoxStream>),
     Ws(SplitStream<WebSocketStream<BoxStream>>),
 }
 
 /// Write half of a transport.
 pub enum WireWriter {
+    Tcp(Arc<OwnedWriteHalf>),
     Stream(WriteHalf<BoxStream>),
     Ws(SplitSink<WebSocketStream<BoxStream>, Message>),
 }
@@ -215,6 +219,12 @@ impl WireReader {
     /// Appends received bytes to `buf`; `Ok(0)` means the peer closed. Cancel-safe.
     pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
+            WireReader::Tcp(r) => {
+                if buf.capacity() - buf.len() < 4096 {
+                    buf.reserve(16 * 1024);
+                }
+                r.read_buf(buf).await
+            }
             WireReader::Stream(r) => {
                 if buf.capacity() - buf.len() < 4096 {
                     buf.reserve(16 * 1024);
@@ -241,8 +251,27 @@ impl WireReader {
 }
 
 impl WireWriter {
+    /// The plain-TCP socket, for writes from other tasks (`None` for TLS and WebSocket).
+    pub fn direct(&self) -> Option<Arc<OwnedWriteHalf>> {
+        match self {
+            WireWriter::Tcp(w) => Some(w.clone()),
+            _ => None,
+        }
+    }
+
     pub async fn write_all(&mut self, data: Bytes) -> io::Result<()> {
         match self {
+            WireWriter::Tcp(w) => {
+                let mut rest = &data[..];
+                while !rest.is_empty() {
+                    match w.try_write(rest) {
+                        Ok(n) => rest = &rest[n..],
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable().await?,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
             WireWriter::Stream(w) => w.write_all(&data).await,
             WireWriter::Ws(ws) => ws
                 .send(Message::Binary(data))
@@ -253,6 +282,8 @@ impl WireWriter {
 
     pub async fn shutdown(&mut self) {
         match self {
+            // Shut down when the last handle drops (the outlet lets go when the session ends).
+            WireWriter::Tcp(_) => {}
             WireWriter::Stream(w) => {
                 let _ = w.shutdown().await;
             }
@@ -325,6 +356,10 @@ pub async fn open(
     bind: Option<IpAddr>,
 ) -> Result<(WireReader, WireWriter), TransportError> {
     let tcp = tcp_connect(url, bind).await?;
+    if !url.scheme.is_tls() && !url.scheme.is_ws() {
+        let (r, w) = tcp.into_split();
+        return Ok((WireReader::Tcp(r), WireWriter::Tcp(Arc::new(w))));
+    }
     let stream: BoxStream = if url.scheme.is_tls() {
         let config = match tls {
             Some(c) => c.clone(),

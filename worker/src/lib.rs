@@ -309,7 +309,7 @@ async fn start_inner(cfg: Config, shutdown: CancellationToken) -> Result<Running
         cfg.scale_interval(),
         shutdown.clone(),
     ));
-    shared.outbox.spawn_flushers(shutdown.clone());
+    shared.outbox.spawn_flusher(shutdown.clone());
 
     let subscription = cfg.subscription();
     let mut set = tokio::task::JoinSet::new();

@@ -13,10 +13,15 @@ fn main() {
     if let Err(e) = cfg.validate() {
         cli::config_exit(&e);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One runtime thread unless TOKIO_WORKER_THREADS says otherwise: the worker's connections
+    // are cheap, and a second thread mostly costs cross-thread wake-ups (measured in
+    // benchmarks/README.md). CPU_WORK runs on blocking threads (block_in_place), so MODE=cpu
+    // still uses every core.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(1);
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");

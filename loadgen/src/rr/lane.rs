@@ -257,7 +257,9 @@ impl Lane {
             seq: r,
         }
         .to_bytes();
-        let reply_topic = &self.topics.reply[self.reply_conn(k)];
+        // The answer comes back on the connection that carries the request: the answers to one
+        // tick's batch arrive together on one socket and are read in few reads.
+        let reply_topic = &self.topics.reply[c];
         let shard = (g % self.spec.shards) as usize;
         let pkid = if self.spec.qos > 0 {
             self.pkid = self.pkid.wrapping_add(1).max(1);
@@ -318,12 +320,6 @@ impl Lane {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         true
-    }
-
-    /// Index (into the lane's connections) of the connection subscribed to `k`'s reply topic.
-    #[inline]
-    fn reply_conn(&self, k: u32) -> usize {
-        k as usize % self.topics.reply.len()
     }
 
     /// Matches one reply. `arrival` is ns since epoch.

@@ -14,7 +14,7 @@ use rr_common::codec::{self, CodecError, Correlation, InPublish};
 use rr_common::mqtt::{self, Inbound, LinkStatus, SessionSpec};
 use rr_common::stats::Summary;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,13 +24,19 @@ pub use live::RrState;
 /// How far ahead of the stop decision the last due time lies (see `run_lane`).
 const STOP_MARGIN_NS: u64 = 50_000_000;
 
-/// Replies read by one connection, handed to its lane once per read.
-struct ReplyBatch(Vec<(Correlation, Instant)>);
+/// A connection with more bytes than this waiting in its outlet takes no requests this tick.
+const BACKLOG_LIMIT: usize = 1 << 20;
+
+/// Replies read by a lane's connections (correlation, arrival in ns since the epoch), matched by
+/// the lane at its next tick. Link tasks append once per read under a short lock and the lane
+/// swaps the vector out once per tick: a reply costs no channel message, allocation or wake-up.
+#[derive(Default)]
+struct Inbox(Mutex<Vec<(Correlation, u64)>>);
 
 /// Reader-side handler: decodes correlations, counts garbage, batches for the lane.
 struct Replies {
-    batch: Vec<(Correlation, Instant)>,
-    tx: mpsc::Sender<ReplyBatch>,
+    batch: Vec<(Correlation, u64)>,
+    inbox: Arc<Inbox>,
     books: Arc<Books>,
     epoch: Instant,
     measure_from: u64,
@@ -47,7 +53,9 @@ impl Replies {
 impl Inbound for Replies {
     fn on_publish(&mut self, p: &InPublish<'_>, now: Instant) {
         match codec::response_correlation(p) {
-            Ok(c) => self.batch.push((c, now)),
+            Ok(c) => self
+                .batch
+                .push((c, now.duration_since(self.epoch).as_nanos() as u64)),
             Err(_) => self
                 .books
                 .count(books::Outcome::Invalid, self.measured_now(now)),
@@ -59,8 +67,8 @@ impl Inbound for Replies {
     }
     async fn flush(&mut self) {
         if !self.batch.is_empty() {
-            let b = std::mem::replace(&mut self.batch, Vec::with_capacity(64));
-            let _ = self.tx.send(ReplyBatch(b)).await;
+            let mut inbox = self.inbox.0.lock().unwrap_or_else(|e| e.into_inner());
+            inbox.append(&mut self.batch);
         }
     }
 }
@@ -71,76 +79,74 @@ struct LaneCtx {
     epoch: Instant,
     measure_from: u64,
     stop_at: Arc<AtomicU64>,
-    links: Vec<(mpsc::Sender<Bytes>, Arc<LinkStatus>)>,
+    links: Vec<Arc<LinkStatus>>,
+    inbox: Arc<Inbox>,
 }
 
-async fn run_lane(mut lane: Lane, ctx: LaneCtx, mut replies: mpsc::Receiver<ReplyBatch>) {
+/// The lane's 1 ms tick: match the replies that arrived, expire, encode what is due into one
+/// buffer per connection, and hand each buffer to its connection's outlet (on plain TCP one
+/// direct `write` from this task).
+async fn run_lane(mut lane: Lane, ctx: LaneCtx) {
     let mut out = Batches::new(ctx.links.len());
-    let mut pending: Vec<Option<Bytes>> = vec![None; ctx.links.len()];
+    let mut replies = Vec::with_capacity(1024);
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_merge = Instant::now();
     let ns = |t: Instant| t.duration_since(ctx.epoch).as_nanos() as u64;
     loop {
+        tick.tick().await;
+        // `now` first, then the stop time: a stop set after this load lies in the future of
+        // `now` (the controller adds a margin), so nothing due before it is missed and nothing
+        // at or after it is sent.
+        let now = ns(Instant::now());
+        let stop_at = ctx.stop_at.load(Relaxed);
         let win = Window {
             measure_from: ctx.measure_from,
-            stop_at: ctx.stop_at.load(Relaxed),
+            stop_at,
         };
-        tokio::select! {
-            _ = tick.tick() => {
-                // `now` first, then the stop time: a stop set after this load lies in the future
-                // of `now` (the controller adds a margin), so nothing due before it is missed
-                // and nothing at or after it is sent.
-                let now = ns(Instant::now());
-                let stop_at = ctx.stop_at.load(Relaxed);
-                let win = Window { stop_at, ..win };
-                // connections whose writer is backed up take no more this tick
-                for (i, (tx, status)) in ctx.links.iter().enumerate() {
-                    if let Some(b) = pending[i].take() {
-                        if let Err(mpsc::error::TrySendError::Full(b)) = tx.try_send(b) {
-                            pending[i] = Some(b);
-                        }
-                    }
-                    out.usable[i] = status.up.load(Relaxed) && pending[i].is_none();
-                    out.counts[i] = 0;
-                    if lane.spec.qos > 0 {
-                        let max = status.receive_max.load(Relaxed);
-                        out.room[i] = max.saturating_sub(status.unacked.load(Relaxed));
-                    }
-                }
-                // Expire first: a request whose TIMEOUT_MS has passed frees its slot before the
-                // sends due by now, so TIMEOUT_MS = INTERVAL_MS never turns a loss into a skip.
-                lane.expire(now, &win, &ctx.books);
-                lane.run_due(now, &win, &ctx.books, &mut out);
-                for (i, (tx, status)) in ctx.links.iter().enumerate() {
-                    if out.bufs[i].is_empty() {
-                        continue;
-                    }
-                    if lane.spec.qos > 0 {
-                        status.unacked.fetch_add(out.counts[i], Relaxed);
-                    }
-                    let b = out.bufs[i].split().freeze();
-                    match tx.try_send(b) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(b)) => pending[i] = Some(b),
-                        // the link task is gone (shutdown): its requests will time out
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    }
-                }
-                if last_merge.elapsed() >= Duration::from_millis(100) {
-                    lane.merge_into(&ctx.books);
-                    last_merge = Instant::now();
-                }
-                if stop_at != u64::MAX && now >= stop_at && (lane.inflight == 0 || now >= stop_at + lane.spec.timeout_ns) {
-                    lane.expire(now.max(stop_at + lane.spec.timeout_ns), &win, &ctx.books);
-                    break;
-                }
+        // Replies first: an answered request frees its slot before the sends due by now.
+        std::mem::swap(
+            &mut *ctx.inbox.0.lock().unwrap_or_else(|e| e.into_inner()),
+            &mut replies,
+        );
+        for &(c, at) in &replies {
+            lane.on_reply(c, at, &win, &ctx.books);
+        }
+        replies.clear();
+        // connections whose writer is backed up take no more this tick
+        for (i, status) in ctx.links.iter().enumerate() {
+            out.usable[i] = status.up.load(Relaxed) && status.outlet.queued() < BACKLOG_LIMIT;
+            out.counts[i] = 0;
+            if lane.spec.qos > 0 {
+                let max = status.receive_max.load(Relaxed);
+                out.room[i] = max.saturating_sub(status.unacked.load(Relaxed));
             }
-            Some(batch) = replies.recv() => {
-                for (c, at) in batch.0 {
-                    lane.on_reply(c, ns(at), &win, &ctx.books);
-                }
+        }
+        // Expire first: a request whose TIMEOUT_MS has passed frees its slot before the
+        // sends due by now, so TIMEOUT_MS = INTERVAL_MS never turns a loss into a skip.
+        lane.expire(now, &win, &ctx.books);
+        lane.run_due(now, &win, &ctx.books, &mut out);
+        for (i, status) in ctx.links.iter().enumerate() {
+            if out.bufs[i].is_empty() {
+                continue;
             }
+            if lane.spec.qos > 0 {
+                status.unacked.fetch_add(out.counts[i], Relaxed);
+            }
+            // Refused only when MAX_QUEUED bytes wait already: those requests will time out.
+            let _ = status.outlet.send(&out.bufs[i]);
+            out.bufs[i].clear();
+        }
+        if last_merge.elapsed() >= Duration::from_millis(100) {
+            lane.merge_into(&ctx.books);
+            last_merge = Instant::now();
+        }
+        if stop_at != u64::MAX
+            && now >= stop_at
+            && (lane.inflight == 0 || now >= stop_at + lane.spec.timeout_ns)
+        {
+            lane.expire(now.max(stop_at + lane.spec.timeout_ns), &win, &ctx.books);
+            break;
         }
     }
     lane.merge_into(&ctx.books);
@@ -217,17 +223,19 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Lo
     for c in 0..n_conn {
         lane_links[c % lanes].push(c);
     }
+    // Link tasks take their packets from the outlets; their channels stay open until shutdown.
+    let mut senders = Vec::with_capacity(n_conn);
     for (l, conns) in lane_links.iter().enumerate() {
-        let (rtx, rrx) = mpsc::channel::<ReplyBatch>(4096);
+        let inbox = Arc::new(Inbox::default());
         let mut links = Vec::new();
         for &c in conns {
-            let (tx, rx) = mpsc::channel::<Bytes>(64);
+            let (tx, rx) = mpsc::channel::<Bytes>(1);
             let (session, spec) = sessions[c]
                 .take()
                 .expect("every connection was established");
             let handler = Replies {
                 batch: Vec::with_capacity(64),
-                tx: rtx.clone(),
+                inbox: inbox.clone(),
                 books: books.clone(),
                 epoch,
                 measure_from: warmup_ns,
@@ -241,7 +249,8 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Lo
                 statuses[c].clone(),
                 link_shutdown.clone(),
             ));
-            links.push((tx, statuses[c].clone()));
+            senders.push(tx);
+            links.push(statuses[c].clone());
         }
         let spec = LaneSpec {
             lane: l as u32,
@@ -271,8 +280,9 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Lo
             measure_from: warmup_ns,
             stop_at: stop_at.clone(),
             links,
+            inbox,
         };
-        lane_tasks.push(tokio::spawn(run_lane(lane, ctx, rrx)));
+        lane_tasks.push(tokio::spawn(run_lane(lane, ctx)));
     }
     state.started.store(true, Relaxed);
 
@@ -307,6 +317,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Lo
         let _ = t.await;
     }
     link_shutdown.cancel();
+    drop(senders);
     state.phase.store(live::PHASE_DONE, Relaxed);
 
     let w = books.window.snapshot();
