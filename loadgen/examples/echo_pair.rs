@@ -1,7 +1,9 @@
 //! The broker's own round trip, as a reference for the latency-overhead benchmark: two plain
 //! `rumqttc` (MQTT 5, QoS 0) clients on one broker, a requester publishing on a fixed open-loop
-//! schedule and an echoer publishing every request back. Latency is `arrival - scheduled send`,
-//! the same rule loadgen uses. Prints one JSON object on stdout.
+//! schedule and an echoer publishing every request back. `latency_us` is the round trip from the
+//! moment each request was handed to the client (`arrival - send`); `from_schedule_us` is
+//! `arrival - scheduled send`, loadgen's rule, which also counts the 1 ms timer's lateness.
+//! Prints one JSON object on stdout.
 //!
 //! ```text
 //! BROKER_HOST=127.0.0.1 BROKER_PORT=1883 RATE=1000 WARMUP_SEC=3 DURATION_SEC=20 PAYLOAD_BYTES=64 \
@@ -13,6 +15,7 @@ use hdrhistogram::Histogram;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::NetworkOptions;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +35,10 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 fn options(id: String, host: &str, port: u16) -> MqttOptions {
     let mut o = MqttOptions::new(id, host, port);
+    // TCP_NODELAY as loadgen and worker use it (rumqttc leaves Nagle on by default).
+    let mut net = NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    o.set_network_options(net);
     o.set_keep_alive(Duration::from_secs(30))
         .set_outgoing_inflight_upper_limit(u16::MAX)
         .set_request_channel_capacity(65_536);
@@ -61,7 +68,7 @@ async fn main() {
     let rate: f64 = env_or("RATE", 1000.0);
     let warmup = Duration::from_secs(env_or("WARMUP_SEC", 3));
     let duration = Duration::from_secs(env_or("DURATION_SEC", 20));
-    let payload_bytes: usize = env_or("PAYLOAD_BYTES", 64).max(16);
+    let payload_bytes: usize = env_or("PAYLOAD_BYTES", 64).max(24);
     if rate <= 0.0 {
         eprintln!("error: RATE must be positive");
         std::process::exit(2);
@@ -97,9 +104,10 @@ async fn main() {
     let epoch = Instant::now();
     // The measured window (ns since `epoch`), set once the schedule starts.
     let window = Arc::new([AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)]);
-    let hist = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
-    ));
+    let new_hist =
+        || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    // (from send, from schedule)
+    let hist = Arc::new(Mutex::new((new_hist(), new_hist())));
     let received = Arc::new(AtomicU64::new(0));
     let echoed = Arc::new(AtomicBool::new(false));
     let (req, req_el) =
@@ -113,16 +121,18 @@ async fn main() {
         );
         poll_forever(req_el, move |p| {
             let arrival = epoch.elapsed().as_nanos() as u64;
-            if p.len() < 16 {
+            if p.len() < 24 {
                 return;
             }
-            let sched = u64::from_be_bytes(p[8..16].try_into().expect("8 bytes"));
+            let word = |i: usize| u64::from_be_bytes(p[i..i + 8].try_into().expect("8 bytes"));
+            let (sched, sent) = (word(8), word(16));
             if sched == PROBE {
                 echoed.store(true, Relaxed);
             } else if sched >= window[0].load(Relaxed) && sched < window[1].load(Relaxed) {
                 received.fetch_add(1, Relaxed);
-                let us = (arrival.saturating_sub(sched) / 1000).max(1);
-                let _ = hist.lock().expect("histogram lock").record(us);
+                let mut h = hist.lock().expect("histogram lock");
+                let _ = h.0.record((arrival.saturating_sub(sent) / 1000).max(1));
+                let _ = h.1.record((arrival.saturating_sub(sched) / 1000).max(1));
             }
         });
     }
@@ -134,6 +144,7 @@ async fn main() {
         let mut b = BytesMut::with_capacity(payload_bytes);
         b.put_u64(seq);
         b.put_u64(sched);
+        b.put_u64(epoch.elapsed().as_nanos() as u64);
         b.resize(payload_bytes, b'x');
         b.freeze()
     };
@@ -188,7 +199,7 @@ async fn main() {
     }
     // The measured window's stragglers.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let h = hist.lock().expect("histogram lock").clone();
+    let (h, hs) = hist.lock().expect("histogram lock").clone();
     let got = received.load(Relaxed);
     let out = serde_json::json!({
         "rate": rate,
@@ -203,6 +214,13 @@ async fn main() {
             "p99": h.value_at_quantile(0.99),
             "max": h.max(),
             "mean": h.mean(),
+        },
+        "from_schedule_us": {
+            "p50": hs.value_at_quantile(0.5),
+            "p90": hs.value_at_quantile(0.9),
+            "p99": hs.value_at_quantile(0.99),
+            "max": hs.max(),
+            "mean": hs.mean(),
         },
     });
     println!("{out}");

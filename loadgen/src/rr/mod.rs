@@ -3,6 +3,7 @@
 pub mod books;
 pub mod lane;
 mod live;
+pub mod ticker;
 
 use crate::config::{Config, Scenario};
 use crate::report::Report;
@@ -16,6 +17,7 @@ use rr_common::stats::Summary;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use ticker::Ticker;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -83,18 +85,22 @@ struct LaneCtx {
     inbox: Arc<Inbox>,
 }
 
-/// The lane's 1 ms tick: match the replies that arrived, expire, encode what is due into one
-/// buffer per connection, and hand each buffer to its connection's outlet (on plain TCP one
-/// direct `write` from this task).
+/// The lane's tick (every 1 ms, or at the next due time for a sparse schedule: see `ticker`):
+/// match the replies that arrived, expire, encode what is due into one buffer per connection,
+/// and hand each buffer to its connection's outlet (on plain TCP one direct `write` from this
+/// task).
 async fn run_lane(mut lane: Lane, ctx: LaneCtx) {
     let mut out = Batches::new(ctx.links.len());
     let mut replies = Vec::with_capacity(1024);
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let spacing = lane.spec.interval_ns * u64::from(lane.spec.lanes)
+        / u64::from(lane.spec.total_clients.max(1));
+    let mut ticker = Ticker::new(Duration::from_nanos(spacing));
     let mut last_merge = Instant::now();
     let ns = |t: Instant| t.duration_since(ctx.epoch).as_nanos() as u64;
     loop {
-        tick.tick().await;
+        ticker
+            .wait(ctx.epoch + Duration::from_nanos(lane.next_due()))
+            .await;
         // `now` first, then the stop time: a stop set after this load lies in the future of
         // `now` (the controller adds a margin), so nothing due before it is missed and nothing
         // at or after it is sent.
