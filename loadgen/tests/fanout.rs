@@ -234,8 +234,16 @@ async fn b_cut_off_subscribers_reconnect_and_their_missed_messages_count_as_lost
     })
     .await
     .expect("ready");
-    // Into the measured window, then cut the 150 clients behind the proxy off for 1.5 s.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Once the measured window is open, cut the 150 clients behind the proxy off for 1.5 s.
+    wait_until_async(Duration::from_secs(10), "the measured window", || async {
+        get(port, "/stats").await.is_some_and(|s| {
+            serde_json::from_str::<serde_json::Value>(&s).is_ok_and(|v| {
+                v["phase"] == "measure" && v["window"]["received"].as_u64() > Some(0)
+            })
+        })
+    })
+    .await
+    .expect("window open");
     proxy.cut();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     proxy.restore();

@@ -63,8 +63,11 @@ impl FanoutError {
     }
 }
 
-/// How long the books stay open after the window for messages still in flight.
-const DRAIN: Duration = Duration::from_secs(2);
+/// After the window the books stay open for messages still in flight: until every expected
+/// delivery is accounted for (exact books), else until deliveries of the window stop arriving
+/// for `DRAIN_QUIET`, at most `DRAIN_MAX`. What has not arrived by then counts as lost.
+const DRAIN_QUIET: Duration = Duration::from_secs(1);
+const DRAIN_MAX: Duration = Duration::from_secs(10);
 
 /// Runs the fan-out scenario until `DURATION_SEC` after warm-up, or until `shutdown`.
 pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, FanoutError> {
@@ -161,9 +164,12 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Fa
     // Warm-up and the measured window.
     let warmup = cfg.warmup();
     let duration = (cfg.duration_sec > 0).then(|| Duration::from_secs(cfg.duration_sec));
+    // CPU of this process over the measured window: (wall, cpu seconds) at its start.
+    let cpu_mark: Arc<std::sync::Mutex<Option<(Instant, f64)>>> = Arc::default();
+    let mut cpu_cores = None;
     if !shutdown.is_cancelled() {
         live.set_phase("warmup");
-        let phase = spawn_phase_marker(live.clone(), warmup, done.clone());
+        let phase = spawn_phase_marker(live.clone(), warmup, cpu_mark.clone(), done.clone());
         if role.publishes() {
             let sch = publisher::Schedule {
                 plan: plan.clone(),
@@ -190,23 +196,23 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Fa
             subjects.set_window_times(None, Some(clock.now_ns().max(t0)));
         }
         phase.abort();
+        let start = *cpu_mark.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some((at, cpu0)), Some(cpu1)) = (start, stats::process_cpu_seconds()) {
+            let wall = at.elapsed().as_secs_f64();
+            if wall > 0.5 {
+                cpu_cores = Some(((cpu1 - cpu0) / wall * 1000.0).round() / 1000.0);
+            }
+        }
     } else {
         subjects.set_window_times(Some(clock.now_ns()), Some(clock.now_ns()));
     }
 
     // Drain: messages of the window still in flight.
     live.set_phase("drain");
-    let drain_end = Instant::now() + DRAIN;
+    if !clients.is_empty() {
+        drain(&live.c, role == Role::Both).await;
+    }
     let c = &live.c;
-    while Instant::now() < drain_end && !clients.is_empty() && role.publishes() {
-        if get(&c.received_window) + get(&c.lost_window) >= get(&c.expected_window) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if role == Role::Subscribe {
-        tokio::time::sleep(DRAIN / 2).await;
-    }
     let connected_at_end = live.connections();
     live.set_phase("stopping");
     subs_stop.cancel();
@@ -291,11 +297,15 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Fa
         "bytes_per_s",
         Value::from(round1(per_s(get(&c.bytes_window)))),
     );
+    put("rss_bytes_before_ramp", Value::from(rss_before));
     put("rss_bytes_after_ramp", Value::from(rss_after));
     put(
         "memory_per_connection_bytes",
         Value::from(rss_after.saturating_sub(rss_before) / connected_after_ramp.max(1)),
     );
+    if let Some(c) = cpu_cores {
+        put("cpu_cores_in_window", Value::from(c));
+    }
     if role != Role::Both {
         put("clock", Value::from("wall"));
         put("clock_skewed", Value::from(get(&c.skewed)));
@@ -330,6 +340,24 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Fa
         unresolved: expected.saturating_sub(received + lost),
         extra,
     })
+}
+
+async fn drain(c: &stats::Counters, exact: bool) {
+    let end = Instant::now() + DRAIN_MAX;
+    let mut last = get(&c.received_window);
+    let mut last_change = Instant::now();
+    while Instant::now() < end {
+        let received = get(&c.received_window);
+        if exact && received + get(&c.lost_window) >= get(&c.expected_window) {
+            return;
+        }
+        if received != last {
+            (last, last_change) = (received, Instant::now());
+        } else if last_change.elapsed() >= DRAIN_QUIET {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn round1(v: f64) -> f64 {
@@ -430,16 +458,23 @@ fn spawn_progress(live: Arc<Live>, every_s: u64, done: CancellationToken) {
     });
 }
 
-/// Switches the phase shown in progress lines from "warmup" to "measure" after `warmup`.
+/// Switches the phase shown in progress lines from "warmup" to "measure" after `warmup`, and
+/// notes the CPU time used so far.
 fn spawn_phase_marker(
     live: Arc<Live>,
     warmup: Duration,
+    cpu_mark: Arc<std::sync::Mutex<Option<(Instant, f64)>>>,
     done: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         tokio::select! {
             _ = done.cancelled() => {}
-            _ = tokio::time::sleep(warmup) => live.set_phase("measure"),
+            _ = tokio::time::sleep(warmup) => {
+                if let Some(cpu) = stats::process_cpu_seconds() {
+                    *cpu_mark.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), cpu));
+                }
+                live.set_phase("measure");
+            }
         }
     })
 }

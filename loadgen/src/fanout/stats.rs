@@ -288,6 +288,18 @@ impl Endpoints for FanoutEndpoints {
     }
 }
 
+/// CPU time (user + system) this process has used, in seconds (Linux; `None` elsewhere).
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses: state is index 0, utime 11, stime 12.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    // USER_HZ is 100 on every Linux ABI.
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// Builds progress lines from counter deltas.
 pub struct Progress {
     last_at: std::time::Instant,
@@ -352,6 +364,7 @@ mod tests {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
         assert_eq!(live.lat.window().max / 100, 15);
+        assert!(process_cpu_seconds().is_some());
         let stats: serde_json::Value =
             serde_json::from_str(&FanoutEndpoints(live).stats()).expect("json");
         assert_eq!(stats["received"], 4);

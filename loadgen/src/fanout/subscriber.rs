@@ -180,8 +180,9 @@ async fn serve(
     tokio::pin!(ping);
     let mut last_rx = Instant::now();
     loop {
+        // Rare writes are boxed so their state is not part of every idle task.
         if !acks.is_empty() {
-            if let Err(e) = writer.write_all(acks.split().freeze()).await {
+            if let Err(e) = Box::pin(writer.write_all(acks.split().freeze())).await {
                 return Ended::Lost(e.to_string());
             }
             acks = BytesMut::new();
@@ -193,7 +194,7 @@ async fn serve(
                     let _ = writer.write_all(Bytes::from_static(DISCONNECT)).await;
                     writer.shutdown().await;
                 };
-                let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), Box::pin(bye)).await;
                 return Ended::Shutdown;
             }
             r = reader.read_into(&mut buf) => match r {
@@ -213,7 +214,7 @@ async fn serve(
                 if last_rx.elapsed() > ctx.keep_alive * 2 {
                     return Ended::Lost("nothing from the gateway within 2x keep-alive".into());
                 }
-                if let Err(e) = writer.write_all(Bytes::from_static(PINGREQ)).await {
+                if let Err(e) = Box::pin(writer.write_all(Bytes::from_static(PINGREQ))).await {
                     return Ended::Lost(e.to_string());
                 }
                 ping.as_mut().reset(tokio::time::Instant::now() + every);
@@ -308,5 +309,51 @@ fn account(
         Verdict::Duplicate => add(&c.duplicates, 1),
         Verdict::Early => {}
         Verdict::Foreign => add(&c.invalid, 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::fanout::config::Role;
+    use crate::fanout::payload::ClockKind;
+    use clap::Parser;
+
+    #[test]
+    fn an_idle_client_task_is_small() {
+        let cfg = Config::try_parse_from([
+            "loadgen",
+            "--scenario=fanout",
+            "--gateway-urls=ws://127.0.0.1:1/mqtt",
+        ])
+        .expect("parse");
+        let plan = Arc::new(Plan::new(&cfg));
+        let ctx = Arc::new(SubscriberCtx {
+            templates: plan
+                .gateways
+                .iter()
+                .map(|u| SessionSpec {
+                    url: u.clone(),
+                    opts: Arc::new(cfg.connect.clone()),
+                    client_id: String::new(),
+                    subscriptions: Vec::new(),
+                    bind: None,
+                    tls: None,
+                })
+                .collect(),
+            plan,
+            subject_prefix: "u/s".into(),
+            client_id_prefix: "t-".into(),
+            live: Arc::new(Live::new(1, 1, "both")),
+            subjects: Arc::new(Subjects::new(10)),
+            rules: Rules::for_role(Role::Both, 1),
+            clock: Clock::new(ClockKind::Monotonic),
+            keep_alive: Duration::from_secs(30),
+        });
+        let fut = run_client(ctx, 0, None, CancellationToken::new());
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("client task future: {size} bytes");
+        assert!(size <= 1280, "client task future grew to {size} bytes");
     }
 }
