@@ -12,6 +12,29 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Lifts this process's soft open-file limit to `n` (at most the hard limit) with `prlimit`,
+/// before mosquitto is started, so both the test's clients and the broker (which inherits the
+/// limit) have a descriptor per connection even where the default soft limit is 1024.
+fn ensure_open_files(n: u64) {
+    let soft = rr_common::cli::open_file_limit().unwrap_or(0);
+    if soft >= n {
+        return;
+    }
+    let hard = loadgen::fanout::OsLimits::current()
+        .open_files
+        .map_or(n, |(_, hard)| hard);
+    let target = n.min(hard);
+    let pid = std::process::id().to_string();
+    let ok = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, &format!("--nofile={target}:{hard}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "cannot raise the open-file limit to {target} with prlimit (util-linux)"
+    );
+}
+
 fn fanout_config(args: &[(&str, String)]) -> Config {
     let mut argv = vec![
         "loadgen".to_string(),
@@ -58,6 +81,7 @@ async fn get(port: u16, path: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_thousand_ws_clients_receive_every_message_once() {
+    ensure_open_files(8192);
     let broker = Mosquitto::start(MosquittoOptions::new().ws_listeners(2)).expect("mosquitto");
     let ws = broker.ws_urls();
     assert_eq!(ws.len(), 2);
@@ -206,6 +230,7 @@ impl CutProxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b_cut_off_subscribers_reconnect_and_their_missed_messages_count_as_lost() {
+    ensure_open_files(8192);
     let broker = Mosquitto::start(MosquittoOptions::new().ws_listeners(2)).expect("mosquitto");
     let ws = broker.ws_urls();
     let upstream: u16 = ws[1]
