@@ -11,7 +11,7 @@ CONNECTIONS     ?= 100
 export VIRTUAL_CLIENTS INTERVAL_MS CONNECTIONS
 
 .PHONY: help up up-fanout down stats logs test test-rust lint build release install-deps \
-        benchmark benchmark-quick memory-1m clean
+        benchmark benchmark-quick memory-1m fanout-bench fanout-memory clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -59,6 +59,12 @@ benchmark: release ## Full benchmark suite (results in benchmarks/results/)
 
 benchmark-quick: release ## 2-minute benchmark subset
 	@QUICK=1 bash scripts/benchmark.sh
+
+fanout-bench: release ## 15,000 WebSocket clients, results in benchmarks/results/fanout-15k.{json,md}
+	@bash scripts/fanout-bench.sh
+
+fanout-memory: release ## Loadgen memory per idle fan-out connection (benchmarks/results/fanout-memory.{json,md})
+	@bash scripts/fanout-memory.sh
 
 clean: down ## Remove build output and run state
 	cargo clean
