@@ -146,10 +146,11 @@ async fn respond(
 }
 
 /// Minimal HTTP GET client for local endpoints (tests, the loadgen's worker-stats proxy).
+/// Speaks HTTP/1.0 so that servers answer with a plain body, never chunked.
 pub async fn get(addr: &str, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
     let fut = async {
         let mut s = TcpStream::connect(addr).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;

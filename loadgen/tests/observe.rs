@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -148,27 +147,7 @@ async fn run_with_limit(
 
 /// GET over HTTP/1.0 (no chunked encoding; Prometheus answers large JSON chunked over 1.1).
 async fn get10(addr: &str, path_and_query: &str) -> std::io::Result<(u16, String)> {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        let req = format!("GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let code = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((code, body))
-    };
-    tokio::time::timeout(HTTP_TIMEOUT, fut)
-        .await
-        .map_err(|_| std::io::Error::other("timeout"))?
+    rr_common::http::get(addr, path_and_query, HTTP_TIMEOUT).await
 }
 
 async fn get_json(addr: &str, path: &str) -> Value {
