@@ -426,7 +426,9 @@ def machine():
         "machine": platform.machine(), "hostname": platform.node(),
         "mem_total_kib": next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), None),
         "mosquitto": mosq[0] if mosq else "",
-        "git_revision": git("rev-parse", "HEAD"), "git_describe": git("describe", "--always", "--dirty"),
+        # BENCH_GIT_REVISION: the revision the binaries were built from, when not this tree's.
+        "git_revision": os.environ.get("BENCH_GIT_REVISION") or git("rev-parse", "HEAD"),
+        "git_describe": os.environ.get("BENCH_GIT_REVISION", "")[:7] or git("describe", "--always", "--dirty"),
         "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "mode": "quick" if QUICK else "full",
     }

@@ -39,9 +39,9 @@ def main(src, dst):
 
     o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
          'font-family="sans-serif" font-size="12">', f'<rect width="{W}" height="{H}" fill="white"/>']
-    title = (f"Request/response through mosquitto: offered rate vs latency and match rate "
-             f"({m['nproc']} cores, {m['cpu_model']}, git {m['git_describe']})")
-    o.append(f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="13" font-weight="bold">{escape(title[:110])}</text>')
+    title = (f"Request/response through mosquitto ({m['nproc']} cores, {m['cpu_model']}, "
+             f"git {m['git_describe']})")
+    o.append(f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="13" font-weight="bold">{escape(title)}</text>')
     ceiling = res["ceiling"].get("ceiling_rate")
     sub = (f"ceiling {ceiling:,.0f} req/s ({res['ceiling']['criterion']})" if ceiling
            else f"no step met {res['ceiling']['criterion']}")

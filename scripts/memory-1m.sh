@@ -5,7 +5,7 @@
 # benchmarks/results/memory-1m.txt (quoted in the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release
+BIN=${BIN:-target/release}
 DUR=${DURATION_SEC:-30}
 OUT=benchmarks/results/memory-1m.txt
 mkdir -p benchmarks/results

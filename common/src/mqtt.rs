@@ -450,34 +450,6 @@ enum Ended {
     Lost(String),
 }
 
-/// Ends the outlet's direct writes when the session ends, however it ends.
-struct Detach<'a>(&'a Outlet);
-
-impl Drop for Detach<'_> {
-    fn drop(&mut self) {
-        self.0.detach();
-    }
-}
-
-/// Writes out what the outlet holds: on plain TCP through the shared socket, else through the
-/// session's writer.
-async fn flush_outlet(
-    outlet: &Outlet,
-    writer: &mut WireWriter,
-    direct: Option<&tokio::net::tcp::OwnedWriteHalf>,
-) -> std::io::Result<()> {
-    match direct {
-        Some(d) => outlet.flush_direct(d).await,
-        None => {
-            let b = outlet.take();
-            if b.is_empty() {
-                return Ok(());
-            }
-            writer.write_all(b.freeze()).await
-        }
-    }
-}
-
 async fn run_session<H: Inbound>(
     s: Session,
     keep_alive_sec: u16,
@@ -496,8 +468,7 @@ async fn run_session<H: Inbound>(
     // Every write of the session goes through the outlet (producers may write directly).
     let outlet = &status.outlet;
     let direct = writer.direct();
-    outlet.attach(direct.clone());
-    let _detach = Detach(outlet);
+    let _session = outlet.attach(direct.clone());
     let direct = direct.as_deref();
     let keep_alive = Duration::from_secs(u64::from(keep_alive_sec.max(1)));
     let mut ping = tokio::time::interval(keep_alive / 2);
@@ -528,7 +499,7 @@ async fn run_session<H: Inbound>(
             dirty = true;
         }
         if dirty {
-            if let Err(e) = flush_outlet(outlet, &mut writer, direct).await {
+            if let Err(e) = outlet.flush(&mut writer, direct).await {
                 return Ended::Lost(e.to_string());
             }
             dirty = false;
@@ -541,7 +512,7 @@ async fn run_session<H: Inbound>(
                     outlet.push(&b);
                 }
                 outlet.push(DISCONNECT);
-                let _ = flush_outlet(outlet, &mut writer, direct).await;
+                let _ = outlet.flush(&mut writer, direct).await;
                 writer.shutdown().await;
                 return Ended::Shutdown;
             }

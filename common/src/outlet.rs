@@ -7,6 +7,7 @@
 //! once, writes it out. Every byte of a session, the link task's own PUBACKs and PINGREQs
 //! included, goes through the outlet, so packets never interleave.
 
+use crate::net::WireWriter;
 use bytes::{Buf, BytesMut};
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -104,8 +105,9 @@ impl Outlet {
 
     /// Link side: a session started; `direct` is its socket when it is plain TCP. A queue torn
     /// by the previous session is dropped (its requests end as timeouts); an intact one is sent
-    /// on this session.
-    pub(crate) fn attach(&self, direct: Option<Arc<OwnedWriteHalf>>) {
+    /// on this session. Direct writes end when the returned guard drops, however the session
+    /// ends.
+    pub(crate) fn attach(&self, direct: Option<Arc<OwnedWriteHalf>>) -> Attached<'_> {
         let mut g = self.lock();
         if g.torn {
             g.queue.clear();
@@ -113,6 +115,7 @@ impl Outlet {
             self.queued.store(0, Relaxed);
         }
         g.direct = direct;
+        Attached(self)
     }
 
     /// Link side: the session ended; producers queue from now on.
@@ -154,12 +157,40 @@ impl Outlet {
         }
     }
 
+    /// Link side: writes out what is queued, on plain TCP through the session's socket
+    /// (`direct`), else through the session's writer.
+    pub(crate) async fn flush(
+        &self,
+        writer: &mut WireWriter,
+        direct: Option<&OwnedWriteHalf>,
+    ) -> io::Result<()> {
+        match direct {
+            Some(d) => self.flush_direct(d).await,
+            None => {
+                let b = self.take();
+                if b.is_empty() {
+                    return Ok(());
+                }
+                writer.write_all(b.freeze()).await
+            }
+        }
+    }
+
     /// Link side (TLS and WebSocket): takes everything queued, for the link task to write.
     pub(crate) fn take(&self) -> BytesMut {
         let mut g = self.lock();
         self.queued.store(0, Relaxed);
         g.torn = false;
         g.queue.split()
+    }
+}
+
+/// A session's hold on the outlet: producers write directly until it drops.
+pub(crate) struct Attached<'a>(&'a Outlet);
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        self.0.detach();
     }
 }
 
@@ -185,7 +216,7 @@ mod tests {
         // no session yet: queued
         assert_eq!(o.send(b"one "), Sent::Queued);
         assert_eq!(o.queued(), 4);
-        o.attach(Some(w.clone()));
+        let _s = o.attach(Some(w.clone()));
         // something is queued: the next packet queues behind it, in order
         assert_eq!(o.send(b"two "), Sent::Queued);
         o.flush_direct(&w).await.unwrap();
@@ -203,7 +234,7 @@ mod tests {
         let (_r, w) = a.into_split();
         let w = Arc::new(w);
         let o = Arc::new(Outlet::default());
-        o.attach(Some(w.clone()));
+        let _s = o.attach(Some(w.clone()));
         let chunk = vec![7u8; 64 * 1024];
         let mut sent = 0usize;
         let mut queued = false;
@@ -234,10 +265,10 @@ mod tests {
         let o = Outlet::default();
         o.push(b"tail of a packet");
         o.lock().torn = true;
-        o.attach(None);
+        drop(o.attach(None));
         assert_eq!(o.queued(), 0);
         o.push(b"whole");
-        o.attach(None);
+        drop(o.attach(None));
         assert_eq!(o.take().as_ref(), b"whole");
     }
 
