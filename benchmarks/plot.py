@@ -43,7 +43,8 @@ def main(src, dst):
              f"git {m['git_describe']})")
     o.append(f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="13" font-weight="bold">{escape(title)}</text>')
     ceiling = res["ceiling"].get("ceiling_rate")
-    sub = (f"ceiling {ceiling:,.0f} req/s ({res['ceiling']['criterion']})" if ceiling
+    at_least = "at least " if res["ceiling"].get("ceiling_is_lower_bound") else ""
+    sub = (f"ceiling {at_least}{ceiling:,.0f} req/s ({res['ceiling']['criterion']})" if ceiling
            else f"no step met {res['ceiling']['criterion']}")
     o.append(f'<text x="{W / 2}" y="40" text-anchor="middle">{escape(sub)}; {m["date_utc"]}, {m["mode"]} run</text>')
 
