@@ -21,8 +21,8 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || {
   echo "benchmark: $BIN/loadgen and $BIN/worker missing: run 'make release' first" >&2; exit 1; }
 # The reference echo pair of the latency scenario (a cargo example of loadgen).
 export ECHO_PAIR=${ECHO_PAIR:-$BIN/examples/echo_pair}
-if [[ ",${SCENARIOS:-latency}," == *",latency,"* ]] && [ ! -x "$ECHO_PAIR" ]; then
+if [[ ",${SCENARIOS:-latency}," == *",latency,"* ]] && command -v cargo >/dev/null; then
   target_dir=$(cd "$BIN/.." && pwd)
-  CARGO_TARGET_DIR=$target_dir cargo build --release -p loadgen --example echo_pair
+  CARGO_TARGET_DIR=$target_dir cargo build --quiet --release -p loadgen --example echo_pair
 fi
 exec python3 benchmarks/bench.py
