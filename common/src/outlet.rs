@@ -47,6 +47,24 @@ struct Inner {
     /// The queue starts inside a packet whose head went to the current session: it must not be
     /// sent to another session.
     torn: bool,
+    /// The queue held more than [`QUEUE_KEEP`] bytes since it was last empty.
+    grown: bool,
+}
+
+/// An empty queue grown past this by a backlog gives its memory back.
+const QUEUE_KEEP: usize = 256 * 1024;
+
+impl Inner {
+    /// After a backlog drained: drop the grown allocation (a stall can have grown it to
+    /// [`MAX_QUEUED`]) instead of holding it for the rest of the run.
+    fn release_backlog(&mut self) {
+        // (`capacity()` cannot tell: a queue written out to its end reports none, yet keeps
+        // its whole allocation for the next bytes.)
+        if self.queue.is_empty() && self.grown {
+            self.queue = BytesMut::new();
+            self.grown = false;
+        }
+    }
 }
 
 impl std::fmt::Debug for Outlet {
@@ -95,6 +113,7 @@ impl Outlet {
             return Sent::Full;
         }
         g.queue.extend_from_slice(rest);
+        g.grown |= g.queue.len() > QUEUE_KEEP;
         self.queued.store(g.queue.len(), Relaxed);
         drop(g);
         if wake {
@@ -140,6 +159,7 @@ impl Outlet {
             {
                 let mut g = self.lock();
                 if g.queue.is_empty() {
+                    g.release_backlog();
                     return Ok(());
                 }
                 match direct.try_write(&g.queue) {
@@ -181,7 +201,9 @@ impl Outlet {
         let mut g = self.lock();
         self.queued.store(0, Relaxed);
         g.torn = false;
-        g.queue.split()
+        let b = g.queue.split();
+        g.release_backlog();
+        b
     }
 }
 
@@ -270,6 +292,44 @@ mod tests {
         o.push(b"whole");
         drop(o.attach(None));
         assert_eq!(o.take().as_ref(), b"whole");
+    }
+
+    #[tokio::test]
+    async fn a_drained_backlog_gives_its_memory_back() {
+        let (a, mut b) = pair().await;
+        let (_r, w) = a.into_split();
+        let w = Arc::new(w);
+        let o = Arc::new(Outlet::default());
+        // no session: a 4 MiB backlog builds up
+        for _ in 0..64 {
+            o.send(&[1u8; 64 * 1024]);
+        }
+        assert!(o.lock().queue.capacity() >= 4 << 20);
+        let session = o.attach(Some(w.clone()));
+        let o2 = o.clone();
+        let flusher = tokio::spawn(async move { o2.flush_direct(&w).await });
+        let mut total = 0;
+        let mut buf = vec![0u8; 256 * 1024];
+        while total < 64 * 64 * 1024 {
+            total += b.read(&mut buf).await.unwrap();
+        }
+        flusher.await.unwrap().unwrap();
+        assert_eq!(o.queued(), 0);
+        drop(session); // from here bytes queue (no direct writes)
+                       // a queue that kept the old allocation would take the next bytes into its 4 MiB again
+        let small = |o: &Outlet| {
+            o.push(b"x");
+            let cap = o.lock().queue.capacity();
+            o.take();
+            cap
+        };
+        assert!(small(&o) <= QUEUE_KEEP);
+        // and the same through take() (TLS and WebSocket links)
+        for _ in 0..16 {
+            o.push(&[2u8; 64 * 1024]);
+        }
+        assert_eq!(o.take().len(), 16 * 64 * 1024);
+        assert!(small(&o) <= QUEUE_KEEP);
     }
 
     #[test]

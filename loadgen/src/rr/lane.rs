@@ -59,6 +59,11 @@ impl Window {
     }
 }
 
+/// Capacity each connection's batch buffer starts with.
+pub const BATCH_INITIAL: usize = 16 * 1024;
+/// A batch buffer grown past this by a burst is replaced after sending.
+pub const BATCH_KEEP: usize = 64 * 1024;
+
 /// Where a tick's requests go: one buffer per lane connection.
 pub struct Batches {
     pub bufs: Vec<BytesMut>,
@@ -74,7 +79,7 @@ impl Batches {
     pub fn new(conns: usize) -> Self {
         Batches {
             bufs: (0..conns)
-                .map(|_| BytesMut::with_capacity(16 * 1024))
+                .map(|_| BytesMut::with_capacity(BATCH_INITIAL))
                 .collect(),
             counts: vec![0; conns],
             usable: vec![true; conns],

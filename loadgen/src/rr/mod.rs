@@ -9,8 +9,8 @@ use crate::config::{Config, Scenario};
 use crate::report::Report;
 use crate::LoadgenError;
 use books::Books;
-use bytes::Bytes;
-use lane::{Batches, Lane, LaneSpec, Topics, Window};
+use bytes::{Bytes, BytesMut};
+use lane::{Batches, Lane, LaneSpec, Topics, Window, BATCH_INITIAL, BATCH_KEEP};
 use rr_common::codec::{self, CodecError, Correlation, InPublish};
 use rr_common::mqtt::{self, Inbound, LinkStatus, SessionSpec};
 use rr_common::stats::Summary;
@@ -142,6 +142,11 @@ async fn run_lane(mut lane: Lane, ctx: LaneCtx) {
             // Refused only when MAX_QUEUED bytes wait already: those requests will time out.
             let _ = status.outlet.send(&out.bufs[i]);
             out.bufs[i].clear();
+            // A catch-up burst (a late tick) grew this buffer: give the memory back rather than
+            // keep the largest burst's capacity for the rest of the run.
+            if out.bufs[i].capacity() > BATCH_KEEP {
+                out.bufs[i] = BytesMut::with_capacity(BATCH_INITIAL);
+            }
         }
         if last_merge.elapsed() >= Duration::from_millis(100) {
             lane.merge_into(&ctx.books);
