@@ -421,6 +421,29 @@ pub fn response_correlation(p: &InPublish<'_>) -> Result<Correlation, CodecError
     }
 }
 
+/// Rewrites the packet identifier of one encoded QoS 1/2 PUBLISH (`packet` is exactly one
+/// frame). Lets a packet encoded ahead of time get its identifier from the connection that
+/// finally carries it.
+pub fn set_publish_pkid(packet: &mut [u8], pkid: u16) -> Result<(), CodecError> {
+    let f = next_frame(packet, usize::MAX)?.ok_or(CodecError::Truncated)?;
+    if f.packet_type() != 3 || (f.first_byte >> 1) & 3 == 0 {
+        return Err(CodecError::UnexpectedPacket);
+    }
+    let h = f.header_len;
+    let topic_len = match packet.get(h..h + 2) {
+        Some(b) => u16::from_be_bytes([b[0], b[1]]) as usize,
+        None => return Err(CodecError::BadPublish),
+    };
+    let at = h + 2 + topic_len;
+    match packet.get_mut(at..at + 2) {
+        Some(slot) if at + 2 <= f.total_len => {
+            slot.copy_from_slice(&pkid.to_be_bytes());
+            Ok(())
+        }
+        _ => Err(CodecError::BadPublish),
+    }
+}
+
 /// Encodes the answer to `req` (found with [`reply_to`]) with `body` as response body.
 pub fn encode_response(
     buf: &mut BytesMut,

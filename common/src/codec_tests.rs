@@ -303,3 +303,55 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn set_publish_pkid_rewrites_only_the_identifier() {
+    for proto in [Protocol::V4, Protocol::V5] {
+        let mut buf = BytesMut::new();
+        encode_publish(
+            &mut buf,
+            proto,
+            &OutPublish {
+                topic: b"resp/some/where",
+                qos: 1,
+                pkid: 7,
+                response_topic: None,
+                correlation: Some(b"0123456789ab"),
+                payload: &[b"body"],
+            },
+        );
+        let before = buf.clone();
+        set_publish_pkid(&mut buf, 0x1234).unwrap();
+        let p = decode_one(&buf, proto);
+        assert_eq!(p.pkid, 0x1234);
+        assert_eq!(p.topic, b"resp/some/where");
+        assert_eq!(p.payload, b"body");
+        // exactly two bytes changed
+        let diff = buf
+            .iter()
+            .zip(before.iter())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(diff, 2);
+        // QoS 0 has no identifier; truncated packets are refused
+        let mut q0 = BytesMut::new();
+        encode_publish(
+            &mut q0,
+            proto,
+            &OutPublish {
+                topic: b"t",
+                qos: 0,
+                pkid: 0,
+                response_topic: None,
+                correlation: None,
+                payload: &[b"x"],
+            },
+        );
+        assert_eq!(
+            set_publish_pkid(&mut q0, 1),
+            Err(CodecError::UnexpectedPacket)
+        );
+        let n = buf.len();
+        assert!(set_publish_pkid(&mut buf[..n - 1], 1).is_err());
+    }
+}

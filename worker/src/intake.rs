@@ -87,6 +87,17 @@ impl Inbound for Intake {
         });
     }
 
+    fn on_puback(&mut self, _pkid: u16) {
+        self.shared.outbox.room_freed();
+    }
+
+    fn on_link(&mut self, up: bool) {
+        if up {
+            // a new session starts with all its room free
+            self.shared.outbox.room_freed();
+        }
+    }
+
     fn on_malformed(&mut self, _err: CodecError) {
         let c = &self.shared.counters;
         c.received.fetch_add(1, Relaxed);

@@ -237,7 +237,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
         while tokio::time::Instant::now() < deadline {
             let s = state.snapshot();
-            if s.queue_depth == 0 && s.in_progress == 0 {
+            if s.queue_depth == 0 && s.in_progress == 0 && state.shared.outbox.is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -284,7 +284,7 @@ async fn start_inner(cfg: Config, shutdown: CancellationToken) -> Result<Running
         counters: Counters::default(),
         tx,
         rx,
-        outbox: Arc::new(outbox::Outbox::new(handles)),
+        outbox: Arc::new(outbox::Outbox::new(handles, cfg.pub_qos)),
     });
     let state = Arc::new(WorkerState {
         shared: shared.clone(),
