@@ -286,7 +286,8 @@ async fn h_endpoints_bind_to_metrics_addr() {
             ("VIRTUAL_CLIENTS", "100"),
             ("CONNECTIONS", "1"),
             ("WARMUP_SEC", "0"),
-            ("DURATION_SEC", "2"),
+            // long enough to be up however loaded the machine is; stopped below
+            ("DURATION_SEC", "60"),
             ("METRICS_ADDR", "127.0.0.2"),
         ],
     );
@@ -306,7 +307,11 @@ async fn h_endpoints_bind_to_metrics_addr() {
     assert!(http::get(&format!("127.0.0.1:{port}"), "/health", T)
         .await
         .is_err());
-    run.await.unwrap().unwrap();
     token.cancel();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("loadgen stops when cancelled")
+        .unwrap()
+        .unwrap();
     wstop.cancel();
 }
