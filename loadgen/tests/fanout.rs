@@ -1,7 +1,8 @@
 //! Fan-out scenario against a real mosquitto with WebSocket listeners on free ports:
 //! a. 2,000 clients over two listener ports deliver every message exactly once, and the report
 //!    validates against the schema;
-//! b. subscribers cut off by a proxy reconnect, and what they missed is counted as lost.
+//! b. subscribers cut off by a proxy reconnect, and what they missed is counted as lost;
+//! c. subscribers over wss:// (TLS, verified against the test CA) get every message once too.
 
 use loadgen::config::Config;
 use loadgen::report::Report;
@@ -309,4 +310,50 @@ async fn b_cut_off_subscribers_reconnect_and_their_missed_messages_count_as_lost
     assert!(report.match_rate < 1.0 && report.match_rate > 0.5);
     assert_eq!(report.duplicates, 0);
     validate_schema(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_wss_subscribers_receive_every_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = rr_testkit::TestPki::generate(dir.path()).expect("test PKI");
+    let broker = Mosquitto::start(
+        MosquittoOptions::new()
+            .tls(pki.server_files(false))
+            .wss_listeners(1),
+    )
+    .expect("mosquitto with a wss listener");
+    let wss = broker.wss_urls()[0].clone();
+    assert!(wss.starts_with("wss://"), "{wss}");
+    let cfg = fanout_config(&[
+        ("gateway-urls", wss.clone()),
+        ("publish-broker", broker.url()),
+        ("tls-ca-file", pki.ca.display().to_string()),
+        ("clients", "300".into()),
+        ("connect-rate", "1000".into()),
+        ("subjects", "100".into()),
+        ("publish-rate", "500".into()),
+        ("warmup-sec", "1".into()),
+        ("duration-sec", "6".into()),
+        ("metrics-port", rr_testkit::free_port().to_string()),
+    ]);
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        loadgen::fanout::run(&cfg, CancellationToken::new()),
+    )
+    .await
+    .expect("run ends")
+    .expect("fanout over wss runs");
+    eprintln!("{}", report.text());
+    assert_eq!(extra(&report, "connections"), 300);
+    assert_eq!(extra(&report, "disconnects"), 0);
+    assert!(report.sent.abs_diff(3_000) <= 2, "sent {}", report.sent);
+    let expected = extra(&report, "expected");
+    assert_eq!(expected, report.sent * 3, "300 clients on 100 subjects");
+    assert_eq!(report.matched, expected);
+    assert_eq!(extra(&report, "lost"), 0);
+    assert_eq!(report.duplicates, 0);
+    assert_eq!(report.invalid, 0);
+    assert!(extra(&report, "bytes_received") >= expected * 512);
+    assert!(report.latency_us.p50 > 0, "{:?}", report.latency_us);
+    assert_eq!(report.config["GATEWAY_URLS"], serde_json::Value::from(wss));
 }
