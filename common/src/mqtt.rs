@@ -468,7 +468,7 @@ async fn run_session<H: Inbound>(
     // Every write of the session goes through the outlet (producers may write directly).
     let outlet = &status.outlet;
     let direct = writer.direct();
-    let _session = outlet.attach(direct.clone());
+    let _session = outlet.attach(direct.clone(), &status.unacked);
     let direct = direct.as_deref();
     let keep_alive = Duration::from_secs(u64::from(keep_alive_sec.max(1)));
     let mut ping = tokio::time::interval(keep_alive / 2);

@@ -10,7 +10,7 @@
 use crate::net::WireWriter;
 use bytes::{Buf, BytesMut};
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
@@ -124,15 +124,21 @@ impl Outlet {
 
     /// Link side: a session started; `direct` is its socket when it is plain TCP. A queue torn
     /// by the previous session is dropped (its requests end as timeouts); an intact one is sent
-    /// on this session. Direct writes end when the returned guard drops, however the session
-    /// ends.
-    pub(crate) fn attach(&self, direct: Option<Arc<OwnedWriteHalf>>) -> Attached<'_> {
+    /// on this session, and its QoS 1/2 publishes are what `unacked` starts from (they count
+    /// against the new session's receive maximum). Direct writes end when the returned guard
+    /// drops, however the session ends.
+    pub(crate) fn attach(
+        &self,
+        direct: Option<Arc<OwnedWriteHalf>>,
+        unacked: &AtomicU32,
+    ) -> Attached<'_> {
         let mut g = self.lock();
         if g.torn {
             g.queue.clear();
             g.torn = false;
             self.queued.store(0, Relaxed);
         }
+        unacked.store(qos_publishes(&g.queue), Relaxed);
         g.direct = direct;
         Attached(self)
     }
@@ -207,6 +213,18 @@ impl Outlet {
     }
 }
 
+/// QoS 1/2 PUBLISH packets among the whole packets in `b`.
+fn qos_publishes(mut b: &[u8]) -> u32 {
+    let mut n = 0;
+    while let Ok(Some(f)) = crate::codec::next_frame(b, usize::MAX) {
+        if f.packet_type() == 3 && f.first_byte & 0b0110 != 0 {
+            n += 1;
+        }
+        b = &b[f.total_len..];
+    }
+    n
+}
+
 /// A session's hold on the outlet: producers write directly until it drops.
 pub(crate) struct Attached<'a>(&'a Outlet);
 
@@ -238,7 +256,7 @@ mod tests {
         // no session yet: queued
         assert_eq!(o.send(b"one "), Sent::Queued);
         assert_eq!(o.queued(), 4);
-        let _s = o.attach(Some(w.clone()));
+        let _s = o.attach(Some(w.clone()), &AtomicU32::new(0));
         // something is queued: the next packet queues behind it, in order
         assert_eq!(o.send(b"two "), Sent::Queued);
         o.flush_direct(&w).await.unwrap();
@@ -256,7 +274,7 @@ mod tests {
         let (_r, w) = a.into_split();
         let w = Arc::new(w);
         let o = Arc::new(Outlet::default());
-        let _s = o.attach(Some(w.clone()));
+        let _s = o.attach(Some(w.clone()), &AtomicU32::new(0));
         let chunk = vec![7u8; 64 * 1024];
         let mut sent = 0usize;
         let mut queued = false;
@@ -287,10 +305,10 @@ mod tests {
         let o = Outlet::default();
         o.push(b"tail of a packet");
         o.lock().torn = true;
-        drop(o.attach(None));
+        drop(o.attach(None, &AtomicU32::new(0)));
         assert_eq!(o.queued(), 0);
         o.push(b"whole");
-        drop(o.attach(None));
+        drop(o.attach(None, &AtomicU32::new(0)));
         assert_eq!(o.take().as_ref(), b"whole");
     }
 
@@ -305,7 +323,7 @@ mod tests {
             o.send(&[1u8; 64 * 1024]);
         }
         assert!(o.lock().queue.capacity() >= 4 << 20);
-        let session = o.attach(Some(w.clone()));
+        let session = o.attach(Some(w.clone()), &AtomicU32::new(0));
         let o2 = o.clone();
         let flusher = tokio::spawn(async move { o2.flush_direct(&w).await });
         let mut total = 0;
@@ -330,6 +348,36 @@ mod tests {
         }
         assert_eq!(o.take().len(), 16 * 64 * 1024);
         assert!(small(&o) <= QUEUE_KEEP);
+    }
+
+    #[test]
+    fn a_new_session_counts_the_qos1_publishes_it_inherits() {
+        use crate::codec::{encode_publish, OutPublish, Protocol};
+        let o = Outlet::default();
+        let mut b = BytesMut::new();
+        for (qos, pkid) in [(1, 7), (0, 0), (1, 8)] {
+            encode_publish(
+                &mut b,
+                Protocol::V5,
+                &OutPublish {
+                    topic: b"t",
+                    qos,
+                    pkid,
+                    response_topic: None,
+                    correlation: None,
+                    payload: &[b"x"],
+                },
+            );
+        }
+        b.extend_from_slice(&[0xc0, 0]); // PINGREQ
+        o.push(&b);
+        let unacked = AtomicU32::new(99);
+        drop(o.attach(None, &unacked));
+        assert_eq!(unacked.load(Relaxed), 2);
+        // a torn queue is dropped: nothing inherited
+        o.lock().torn = true;
+        drop(o.attach(None, &unacked));
+        assert_eq!(unacked.load(Relaxed), 0);
     }
 
     #[test]
