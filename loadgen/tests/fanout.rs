@@ -2,7 +2,8 @@
 //! a. 2,000 clients over two listener ports deliver every message exactly once, and the report
 //!    validates against the schema;
 //! b. subscribers cut off by a proxy reconnect, and what they missed is counted as lost;
-//! c. subscribers over wss:// (TLS, verified against the test CA) get every message once too.
+//! c. subscribers over wss:// (TLS, verified against the test CA) get every message once too;
+//! d. split roles, as across pods: one publisher and two subscriber instances, no loss.
 
 use loadgen::config::Config;
 use loadgen::report::Report;
@@ -45,6 +46,8 @@ fn fanout_config(args: &[(&str, String)]) -> Config {
         "--connect-retry-ms=5000".to_string(),
         "--instance-id=fanout-test".to_string(),
     ];
+    // a test's own value replaces the baseline's
+    argv.retain(|a| !args.iter().any(|(k, _)| a.starts_with(&format!("--{k}="))));
     argv.extend(args.iter().map(|(k, v)| format!("--{k}={v}")));
     let cfg = <Config as clap::Parser>::try_parse_from(argv).expect("valid test config");
     cfg.validate().expect("config validates");
@@ -356,4 +359,69 @@ async fn c_wss_subscribers_receive_every_message_once() {
     assert!(extra(&report, "bytes_received") >= expected * 512);
     assert!(report.latency_us.p50 > 0, "{:?}", report.latency_us);
     assert_eq!(report.config["GATEWAY_URLS"], serde_json::Value::from(wss));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d_one_publisher_and_two_subscriber_instances_lose_nothing() {
+    let broker = Mosquitto::start(MosquittoOptions::new().ws_listeners(1)).expect("mosquitto");
+    let ws = broker.ws_urls()[0].clone();
+    let common = |role: &str, id: &str, warmup: &str, duration: &str| {
+        fanout_config(&[
+            ("gateway-urls", ws.clone()),
+            ("publish-broker", broker.url()),
+            ("fanout-role", role.into()),
+            ("instance-id", id.into()),
+            ("clients", "200".into()),
+            ("connect-rate", "1000".into()),
+            ("subjects", "100".into()),
+            ("publish-rate", "500".into()),
+            ("warmup-sec", warmup.into()),
+            ("duration-sec", duration.into()),
+            ("metrics-port", rr_testkit::free_port().to_string()),
+        ])
+    };
+    // Subscribers first, with a window that covers the publisher's whole run.
+    let subs: Vec<_> = ["sub-a", "sub-b"]
+        .into_iter()
+        .map(|id| {
+            let cfg = common("subscribe", id, "0", "12");
+            tokio::spawn(async move { loadgen::fanout::run(&cfg, CancellationToken::new()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let publisher = common("publish", "pub", "1", "6");
+    let p = tokio::time::timeout(
+        Duration::from_secs(60),
+        loadgen::fanout::run(&publisher, CancellationToken::new()),
+    )
+    .await
+    .expect("publisher ends")
+    .expect("publisher runs");
+    eprintln!("{}", p.text());
+    assert!(p.sent.abs_diff(3_000) <= 2, "sent {}", p.sent);
+    assert_eq!(p.skipped, 0);
+    // everything it published, warm-up included, fell in the subscribers' window
+    let published = p.sent + 500; // the 1 s warm-up at 500 msg/s
+    for sub in subs {
+        let r = tokio::time::timeout(Duration::from_secs(60), sub)
+            .await
+            .expect("subscriber ends")
+            .expect("task")
+            .expect("subscriber runs");
+        eprintln!("{}", r.text());
+        assert_eq!(extra(&r, "connections"), 200);
+        assert_eq!(extra(&r, "disconnects"), 0);
+        assert_eq!(extra(&r, "lost"), 0, "{}", r.text());
+        assert_eq!(r.duplicates, 0);
+        assert_eq!(r.invalid, 0);
+        // 200 clients on 100 subjects: two deliveries per message; the first message of each
+        // subject is a client's baseline, so up to one per (client, subject) is not counted
+        let received = extra(&r, "received");
+        assert!(
+            received + 200 >= 2 * published && received <= 2 * published + 4,
+            "received {received} of ~{} deliveries",
+            2 * published
+        );
+        assert!(r.latency_us.p50 > 0, "{:?}", r.latency_us);
+    }
 }
