@@ -24,12 +24,15 @@ pub const MAX_QUEUED_MESSAGES: usize = 100_000;
 pub const WS_PATH: &str = "/mqtt";
 
 /// Where the embedded broker listens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbeddedBrokerConfig {
     /// MQTT over TCP. Port 0 picks a free port.
     pub tcp_addr: SocketAddr,
     /// MQTT over WebSocket (path [`WS_PATH`], subprotocol `mqtt`); `None` = no WebSocket listener.
     pub ws_addr: Option<SocketAddr>,
+    /// Further WebSocket listeners (same path), each with an explicit port: more listeners
+    /// give clients more ephemeral-port ranges (one per destination address and port).
+    pub ws_extra: Vec<SocketAddr>,
 }
 
 impl EmbeddedBrokerConfig {
@@ -39,6 +42,7 @@ impl EmbeddedBrokerConfig {
         Self {
             tcp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             ws_addr: None,
+            ws_extra: Vec::new(),
         }
     }
 
@@ -54,7 +58,7 @@ impl EmbeddedBrokerConfig {
 /// without waiting for the connections to close.
 pub struct EmbeddedBroker {
     tcp_addr: SocketAddr,
-    ws_addr: Option<SocketAddr>,
+    ws_addrs: Vec<SocketAddr>,
     shutdown: BrokerShutdownHandle,
     task: Option<JoinHandle<mqtt5::Result<()>>>,
 }
@@ -63,7 +67,7 @@ impl std::fmt::Debug for EmbeddedBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedBroker")
             .field("tcp_addr", &self.tcp_addr)
-            .field("ws_addr", &self.ws_addr)
+            .field("ws_addrs", &self.ws_addrs)
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +80,32 @@ impl EmbeddedBroker {
     /// A listener cannot be bound (the WebSocket one included: mqtt5 only warns about that, this
     /// turns it into an error), or the broker fails while starting.
     pub async fn start(cfg: EmbeddedBrokerConfig) -> anyhow::Result<EmbeddedBroker> {
+        if cfg.ws_addr.is_none() && !cfg.ws_extra.is_empty() {
+            return Err(anyhow!(
+                "further WebSocket listeners need a first one (ws_addr)"
+            ));
+        }
+        if let Some(a) = cfg.ws_extra.iter().find(|a| a.port() == 0) {
+            return Err(anyhow!(
+                "WebSocket listener {a}: every listener after the first needs an explicit port"
+            ));
+        }
+        // mqtt5 only warns when some of several listeners fail to bind: find a taken port
+        // first (binding as its listener will, with SO_REUSEADDR, fails only on a listener).
+        for &extra in &cfg.ws_extra {
+            let sock = if extra.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            };
+            sock.and_then(|s| {
+                s.set_reuseaddr(true)?;
+                s.bind(extra)
+            })
+            .with_context(|| {
+                format!("MQTT broker could not bind its WebSocket listener on {extra}")
+            })?;
+        }
         let broker_config = broker_config(&cfg);
         let mut broker = MqttBroker::with_config(broker_config)
             .await
@@ -83,12 +113,13 @@ impl EmbeddedBroker {
         let tcp_addr = broker
             .local_addr()
             .with_context(|| format!("MQTT broker has no TCP listener on {}", cfg.tcp_addr))?;
-        let ws_addr = match cfg.ws_addr {
-            None => None,
-            Some(requested) => Some(broker.ws_local_addr().with_context(|| {
+        let mut ws_addrs = Vec::new();
+        if let Some(requested) = cfg.ws_addr {
+            ws_addrs.push(broker.ws_local_addr().with_context(|| {
                 format!("MQTT broker could not bind its WebSocket listener on {requested}")
-            })?),
-        };
+            })?);
+        }
+        ws_addrs.extend(&cfg.ws_extra);
         // mqtt5 derives these from BrokerConfig with fixed per-IP (10k) and connection-rate
         // (10k/s, tracked in a Vec scanned on every accept) caps; lift them.
         broker.resource_monitor().update_limits(resource_limits());
@@ -107,7 +138,7 @@ impl EmbeddedBroker {
         }
         Ok(EmbeddedBroker {
             tcp_addr,
-            ws_addr,
+            ws_addrs,
             shutdown,
             task: Some(task),
         })
@@ -119,10 +150,16 @@ impl EmbeddedBroker {
         self.tcp_addr
     }
 
-    /// The bound WebSocket address, if a WebSocket listener was asked for.
+    /// The (first) bound WebSocket address, if a WebSocket listener was asked for.
     #[must_use]
     pub fn ws_addr(&self) -> Option<SocketAddr> {
-        self.ws_addr
+        self.ws_addrs.first().copied()
+    }
+
+    /// Every WebSocket listener's address, the first one as bound.
+    #[must_use]
+    pub fn ws_addrs(&self) -> &[SocketAddr] {
+        &self.ws_addrs
     }
 
     /// Asks the broker to shut down and waits until it has (mqtt5 gives connections up to 5 s
@@ -173,9 +210,11 @@ fn broker_config(cfg: &EmbeddedBrokerConfig) -> BrokerConfig {
     // Only counts failed authentications, which anonymous access never has; off to be sure.
     config.auth_config.rate_limit.enabled = false;
     if let Some(ws_addr) = cfg.ws_addr {
+        let mut addrs = vec![ws_addr];
+        addrs.extend(&cfg.ws_extra);
         config = config.with_websocket(
             WebSocketConfig::new()
-                .with_bind_address(ws_addr)
+                .with_bind_addresses(addrs)
                 .with_path(WS_PATH)
                 .with_tls(false),
         );

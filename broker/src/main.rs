@@ -11,7 +11,8 @@ anonymous access, shared subscriptions). Runs until SIGINT or SIGTERM.
 
 Environment:
   BROKER_BIND     MQTT over TCP listen address (default 0.0.0.0:1883)
-  BROKER_WS_BIND  MQTT over WebSocket listen address, path /mqtt (default unset = none)
+  BROKER_WS_BIND  MQTT over WebSocket listen addresses, comma separated, path /mqtt
+                  (default unset = none; after the first, each needs an explicit port)
   RUST_LOG        log filter (default info,mqtt5=warn)";
 
 fn main() -> ExitCode {
@@ -53,12 +54,19 @@ fn main() -> ExitCode {
 
 async fn run(cfg: EmbeddedBrokerConfig) -> anyhow::Result<()> {
     let broker = EmbeddedBroker::start(cfg).await?;
-    match broker.ws_addr() {
-        Some(ws) => tracing::info!(
-            "rr-broker listening on mqtt://{} and ws://{ws}{WS_PATH}",
-            broker.tcp_addr()
-        ),
-        None => tracing::info!("rr-broker listening on mqtt://{}", broker.tcp_addr()),
+    if broker.ws_addrs().is_empty() {
+        tracing::info!("rr-broker listening on mqtt://{}", broker.tcp_addr());
+    } else {
+        let ws: Vec<String> = broker
+            .ws_addrs()
+            .iter()
+            .map(|a| format!("ws://{a}{WS_PATH}"))
+            .collect();
+        tracing::info!(
+            "rr-broker listening on mqtt://{} and {}",
+            broker.tcp_addr(),
+            ws.join(", ")
+        );
     }
     shutdown_signal().await?;
     tracing::info!("rr-broker shutting down");
@@ -79,8 +87,42 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 fn config_from_env() -> Result<EmbeddedBrokerConfig, String> {
     let tcp_addr =
         addr_var("BROKER_BIND")?.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 1883)));
-    let ws_addr = addr_var("BROKER_WS_BIND")?;
-    Ok(EmbeddedBrokerConfig { tcp_addr, ws_addr })
+    let mut ws = addr_list_var("BROKER_WS_BIND")?.into_iter();
+    let ws_addr = ws.next();
+    let ws_extra: Vec<SocketAddr> = ws.collect();
+    if let Some(a) = ws_extra.iter().find(|a| a.port() == 0) {
+        return Err(format!(
+            "invalid BROKER_WS_BIND: {a} needs an explicit port (only the first listener may use 0)"
+        ));
+    }
+    Ok(EmbeddedBrokerConfig {
+        tcp_addr,
+        ws_addr,
+        ws_extra,
+    })
+}
+
+/// Reads an optional comma-separated list of `host:port`; unset or empty means none.
+fn addr_list_var(name: &str) -> Result<Vec<SocketAddr>, String> {
+    let value = match std::env::var(name) {
+        Ok(v) => v,
+        Err(std::env::VarError::NotPresent) => return Ok(Vec::new()),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            return Err(format!(
+                "invalid {name}={v:?}: expected IP:port[,IP:port...] such as 0.0.0.0:8083"
+            ))
+        }
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse().map_err(|_| {
+                format!("invalid {name}={value:?}: '{s}' is not an IP:port such as 0.0.0.0:8083")
+            })
+        })
+        .collect()
 }
 
 /// Reads an optional `host:port` variable; unset or empty means `None`.

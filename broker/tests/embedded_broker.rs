@@ -130,13 +130,23 @@ async fn taken_port_is_an_error() {
     let cfg = EmbeddedBrokerConfig {
         tcp_addr: broker.tcp_addr(),
         ws_addr: None,
+        ws_extra: Vec::new(),
     };
     assert!(EmbeddedBroker::start(cfg).await.is_err());
     let cfg = EmbeddedBrokerConfig {
         tcp_addr: "127.0.0.1:0".parse().unwrap(),
         ws_addr: Some(broker.tcp_addr()),
+        ws_extra: Vec::new(),
     };
     assert!(EmbeddedBroker::start(cfg).await.is_err());
+    // a further WebSocket listener on a taken port is an error too (mqtt5 itself only warns)
+    let cfg = EmbeddedBrokerConfig {
+        tcp_addr: "127.0.0.1:0".parse().unwrap(),
+        ws_addr: Some("127.0.0.1:0".parse().unwrap()),
+        ws_extra: vec![broker.tcp_addr()],
+    };
+    let err = EmbeddedBroker::start(cfg).await.unwrap_err();
+    assert!(err.to_string().contains("WebSocket listener"), "{err}");
     broker.stop().await;
 }
 
@@ -349,6 +359,43 @@ async fn websocket_listener_serves_mqtt5() {
         .unwrap();
     let publish = client.next_publish().await;
     assert_eq!(&publish.payload[..], b"over ws");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn several_websocket_listeners_serve_one_broker() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let broker = EmbeddedBroker::start(EmbeddedBrokerConfig {
+        ws_extra: vec![free(), free()],
+        ..EmbeddedBrokerConfig::loopback().with_loopback_ws()
+    })
+    .await
+    .unwrap();
+    let ws = broker.ws_addrs().to_vec();
+    assert_eq!(ws.len(), 3);
+    assert!(ws.iter().all(|a| a.port() != 0));
+    // a subscriber on each listener; a publish on the last reaches all three
+    let mut subs = Vec::new();
+    for (i, a) in ws.iter().enumerate() {
+        let mut o = options(&format!("ws-{i}"), &format!("ws://{a}{WS_PATH}"), a.port());
+        o.set_transport(rumqttc::Transport::Ws);
+        let mut c = Client::connect(o).await;
+        c.subscribe("ws/many", QoS::AtMostOnce).await;
+        subs.push(c);
+    }
+    subs[2]
+        .client
+        .publish("ws/many", QoS::AtMostOnce, false, "to all")
+        .await
+        .unwrap();
+    for c in &mut subs {
+        assert_eq!(&c.next_publish().await.payload[..], b"to all");
+    }
     broker.stop().await;
 }
 
