@@ -333,8 +333,9 @@ mod tests {
         }
         flusher.await.unwrap().unwrap();
         assert_eq!(o.queued(), 0);
-        drop(session); // from here bytes queue (no direct writes)
-                       // a queue that kept the old allocation would take the next bytes into its 4 MiB again
+        // from here bytes queue (no direct writes); a queue that kept the old allocation would
+        // take the next bytes into its 4 MiB again
+        drop(session);
         let small = |o: &Outlet| {
             o.push(b"x");
             let cap = o.lock().queue.capacity();

@@ -47,19 +47,6 @@ struct Pending {
     pkids: Vec<u16>,
 }
 
-impl std::ops::Deref for Pending {
-    type Target = BytesMut;
-    fn deref(&self) -> &BytesMut {
-        &self.bytes
-    }
-}
-
-impl std::ops::DerefMut for Pending {
-    fn deref_mut(&mut self) -> &mut BytesMut {
-        &mut self.bytes
-    }
-}
-
 impl Outbox {
     pub fn new(links: Vec<LinkHandle>, qos: u8) -> Outbox {
         Outbox {
@@ -81,7 +68,7 @@ impl Outbox {
 
     /// No answer waits here (QoS 1 answers may wait for room).
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().bytes.is_empty()
     }
 
     /// A connection received a PUBACK, or a new session began: answers waiting for room may
@@ -149,7 +136,8 @@ impl Outbox {
         {
             return false;
         }
-        let mut buf = self.lock();
+        let mut pending = self.lock();
+        let buf = &mut pending.bytes;
         if buf.len() + packet.len() > MAX_PENDING {
             return false;
         }
@@ -157,20 +145,20 @@ impl Outbox {
         buf.extend_from_slice(packet);
         if self.qos > 0 {
             // what finds no room now is the flusher's: it retries until everything left
-            if flush && !self.hand_out(&mut buf) || !flush && was_empty {
-                drop(buf);
+            if flush && !self.hand_out(&mut pending) || !flush && was_empty {
+                drop(pending);
                 self.notify.notify_one();
             }
             return true;
         }
         if flush {
             let batch = buf.split();
-            drop(buf);
+            drop(pending);
             if !self.write(&batch) {
                 self.requeue(&batch);
             }
         } else {
-            drop(buf);
+            drop(pending);
             if was_empty {
                 self.notify.notify_one();
             }
@@ -197,7 +185,7 @@ impl Outbox {
 
     /// Puts a batch that no outlet took back, for the flusher to retry.
     fn requeue(&self, batch: &[u8]) {
-        self.lock().extend_from_slice(batch);
+        self.lock().bytes.extend_from_slice(batch);
         self.notify.notify_one();
     }
 
@@ -226,7 +214,7 @@ impl Outbox {
                     }
                     continue;
                 }
-                let batch = me.lock().split();
+                let batch = me.lock().bytes.split();
                 // Refused only while every outlet holds MAX_QUEUED bytes: wait for room.
                 while !batch.is_empty() && !me.write(&batch) {
                     tokio::select! {
