@@ -47,21 +47,7 @@ need=$((CLIENTS + 200))
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge "$need" ] ||
   die "CLIENTS=$CLIENTS needs an open-file limit of $need, this shell allows $(ulimit -n) (hard $(ulimit -Hn))"
 
-# A free port below the ephemeral range: mosquitto binds WebSocket listeners on all addresses,
-# which collides with client sockets of an earlier run still holding an ephemeral port.
-free_port() {
-  python3 - <<'PY'
-import random, socket
-for _ in range(1000):
-    port = random.randrange(20000, 32000)
-    try:
-        for host in ("0.0.0.0", "127.0.0.1"):
-            s = socket.socket(); s.bind((host, port)); s.close()
-        print(port); break
-    except OSError:
-        pass
-PY
-}
+. "$(dirname "${BASH_SOURCE[0]}")/fanout-lib.sh"  # free_port, source_addrs
 cpu_ticks() { awk '{printf "%.0f\n", $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 rss_bytes() { awk '/^VmRSS:/ {printf "%.0f\n", $2 * 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
 alive() { [ -e "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
@@ -104,7 +90,7 @@ esac
 pids+=("$broker_pid")
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null && break; sleep 0.1; done
 
-sources=$(for i in $(seq 2 $((SOURCES + 1))); do printf '127.0.0.%s,' "$i"; done); sources=${sources%,}
+sources=$(source_addrs "$SOURCES")
 GATEWAY_URLS=$(IFS=,; echo "${gateways[*]}")
 METRICS_PORT=$(free_port)
 echo "fanout-bench: $CLIENTS clients on $GATEWAY_URLS from $sources; broker: $broker_desc; run dir $RUN"

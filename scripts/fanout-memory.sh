@@ -33,21 +33,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((LARGE + 200)) ] ||
   die "LARGE=$LARGE needs an open-file limit of $((LARGE + 200)); this shell allows $(ulimit -n)"
 
-# A free port below the ephemeral range: mosquitto binds WebSocket listeners on all addresses,
-# which collides with client sockets of an earlier run still holding an ephemeral port.
-free_port() {
-  python3 - <<'PY'
-import random, socket
-for _ in range(1000):
-    port = random.randrange(20000, 32000)
-    try:
-        for host in ("0.0.0.0", "127.0.0.1"):
-            s = socket.socket(); s.bind((host, port)); s.close()
-        print(port); break
-    except OSError:
-        pass
-PY
-}
+. "$(dirname "${BASH_SOURCE[0]}")/fanout-lib.sh"  # free_port, source_addrs
 alive() { [ -e "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 rss_bytes() { awk '/^VmRSS:/ {printf "%.0f\n", $2 * 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
@@ -84,7 +70,7 @@ pids+=($!)
 first_port=${gateways[0]#ws://127.0.0.1:}; first_port=${first_port%/mqtt}
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$first_port") 2>/dev/null && break; sleep 0.1; done
 GATEWAY_URLS=$(IFS=,; echo "${gateways[*]}")
-sources=$(for i in $(seq 2 $((SOURCES + 1))); do printf '127.0.0.%s,' "$i"; done); sources=${sources%,}
+sources=$(source_addrs "$SOURCES")
 
 # run N: idles N subscriber connections; writes $RUN/N.report.json and $RUN/N.idle_rss.
 run() {

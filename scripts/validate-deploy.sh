@@ -603,7 +603,7 @@ fi
 # Dashboards and shell
 # ---------------------------------------------------------------------------
 check "web dashboard is self-contained and exposes chart/value ids" pyc web-dashboard loadgen/src/web/dashboard.html
-check "shell syntax (bash -n) of scripts" bash -c 'for f in scripts/validate-deploy.sh scripts/install-validators.sh scripts/dashboard.sh; do bash -n "$f" || exit 1; done'
+check "shell syntax (bash -n) of scripts" bash -c 'for f in scripts/*.sh; do bash -n "$f" || exit 1; done'
 
 dashboard_snapshot() {
   local port
