@@ -209,3 +209,35 @@ fn measured_window_books_close() {
 }
 
 use std::sync::atomic::Ordering::Relaxed;
+
+#[test]
+fn qos1_requests_wait_for_room_under_the_receive_maximum() {
+    let mut l = lane(10, 1, Protocol::V5);
+    l.spec.qos = 1;
+    let books = Books::default();
+    let mut out = Batches::new(2);
+    // the broker allows 2 more unacknowledged publishes on one connection, 3 on the other
+    out.room = vec![2, 3];
+    assert_eq!(l.run_due(999 * MS, &WIN, &books, &mut out), 5);
+    assert_eq!(out.counts, vec![2, 3]);
+    for (c, buf) in out.bufs.iter().enumerate() {
+        let mut rest = &buf[..];
+        let mut n = 0;
+        while let Some(f) = next_frame(rest, 1 << 20).unwrap() {
+            assert_eq!(decode_publish(rest, f, Protocol::V5).unwrap().qos, 1);
+            rest = &rest[f.total_len..];
+            n += 1;
+        }
+        assert_eq!(n, out.room[c]);
+    }
+    // the other five are still due: neither skipped nor errors, sent once there is room
+    assert_eq!(books.total.skipped.load(Relaxed), 0);
+    assert_eq!(books.total.publish_errors.load(Relaxed), 0);
+    for b in out.bufs.iter_mut() {
+        b.clear();
+    }
+    out.counts = vec![0, 0];
+    out.room = vec![u32::MAX, u32::MAX];
+    assert_eq!(l.run_due(999 * MS, &WIN, &books, &mut out), 5);
+    assert_eq!(books.total.sent.load(Relaxed), 10);
+}
