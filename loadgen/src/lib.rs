@@ -4,6 +4,7 @@
 pub mod config;
 pub mod fanout;
 pub mod report;
+pub mod reporting;
 pub mod rr;
 
 use config::{Config, Scenario};
