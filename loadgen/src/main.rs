@@ -4,6 +4,11 @@
 use rr_common::cli;
 
 fn main() {
+    // `loadgen report|merge|compare ...`: the report tools, not a load run
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = loadgen::reporting::cli::dispatch(&args) {
+        std::process::exit(code);
+    }
     let cfg: loadgen::config::Config = cli::parse_or_exit();
     if let Err(e) = cfg.validate() {
         cli::config_exit(&e);

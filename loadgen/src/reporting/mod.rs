@@ -3,6 +3,7 @@
 //! HTML report (server-side SVG charts) generated from the JSON.
 
 pub mod charts;
+pub mod cli;
 pub mod compare;
 pub mod figures;
 pub mod hist;
