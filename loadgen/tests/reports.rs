@@ -105,7 +105,7 @@ fn fanout_capacity_thresholds_and_absent_parts_render() {
     .report;
     fan["thresholds"] = serde_json::json!([
         {"expr": "p99<50ms", "passed": true, "actual": "p99 9.1 ms"},
-        {"expr": "timeouts==0", "passed": false, "actual": "timeouts 50"}
+        {"expr": "timeouts==0", "ok": false, "value": 50.0, "limit": 0.0, "line": "✗ timeouts==0 (timeouts 50)"}
     ]);
     let page = html::render(&loaded("fanout.json", &fan), None);
     std::fs::write(out_dir().join("fanout.html"), &page).unwrap();

@@ -164,17 +164,29 @@ fn subtitle(r: &LoadedReport) -> String {
     parts.join(" · ")
 }
 
-/// A threshold entry, whatever the writer named its fields.
+/// A threshold entry, whatever the writer named its fields: (expression, passed, detail).
+/// The loadgen's own entries are `{expr, ok, value, limit, line}`.
 fn threshold(v: &Value) -> (String, Option<bool>, String) {
     let pick = |names: &[&str]| names.iter().find_map(|n| v.get(*n)).cloned();
+    let text = |x: Value| x.as_str().map_or(x.to_string(), str::to_string);
     let expr = pick(&["expr", "threshold", "rule", "text", "name"])
-        .map(|e| e.as_str().map_or(e.to_string(), str::to_string))
-        .unwrap_or_else(|| v.as_str().map_or(v.to_string(), str::to_string));
-    let passed = pick(&["passed", "ok", "pass"]).and_then(|b| b.as_bool());
-    let actual = pick(&["actual", "value", "observed"])
-        .map(|a| a.as_str().map_or(a.to_string(), str::to_string))
-        .unwrap_or_default();
-    (expr, passed, actual)
+        .map(text)
+        .unwrap_or_else(|| text(v.clone()));
+    let passed = pick(&["ok", "passed", "pass"]).and_then(|b| b.as_bool());
+    let detail = match (
+        v.get("line").and_then(Value::as_str),
+        pick(&["actual", "value", "observed"]),
+    ) {
+        // the line repeats mark and expression first: keep what follows them
+        (Some(line), _) => line
+            .split_once(expr.as_str())
+            .map_or(line, |(_, rest)| rest)
+            .trim()
+            .to_string(),
+        (None, Some(Value::Null)) | (None, None) => String::new(),
+        (None, Some(a)) => text(a),
+    };
+    (expr, passed, detail)
 }
 
 fn verdict(h: &mut String, r: &LoadedReport, baseline: Option<&Baseline>) {
