@@ -1,6 +1,7 @@
 //! loadgen: open-loop MQTT load generator. `run(config, shutdown)` runs the configured scenario
 //! (request/response, publish-only or WebSocket fan-out) and returns its report.
 
+pub mod capacity;
 pub mod config;
 pub mod fanout;
 pub mod report;
