@@ -4,7 +4,8 @@
 //! - merge is exact (percentiles equal one histogram holding every instance's samples), sums
 //!   the books, lines timelines up on wall-clock seconds and keeps a row per instance;
 //! - compare flags an injected regression and passes an identical pair;
-//! - older reports (no histograms) are refused with a clear message.
+//! - older reports (no histograms) are refused with a clear message;
+//! - a day-long timeline folds into a page of bounded size.
 
 mod report_samples;
 
@@ -377,170 +378,24 @@ fn sample_and_merged_reports_follow_the_schema() {
     );
 }
 
-// ---------------------------------------------------------------------------------------------
-// The subcommands, through the binary: exit status and output files
-// ---------------------------------------------------------------------------------------------
-
-fn loadgen(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(args)
-        .env_remove("REPORT_BASELINE")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn write_json(dir: &std::path::Path, name: &str, v: &Value) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, serde_json::to_string_pretty(v).unwrap()).unwrap();
-    p.display().to_string()
-}
-
 #[test]
-fn c_compare_exits_99_on_an_injected_regression_and_0_on_an_identical_pair() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = write_json(dir.path(), "base.json", &simulate(&Run::default()).report);
-    let same = write_json(dir.path(), "same.json", &simulate(&Run::default()).report);
-    let slow = simulate(&Run {
-        base_us: 1200,
-        ..Run::default()
-    });
-    let new = write_json(dir.path(), "new.json", &slow.report);
-    let rules = "p99>+10%,match<-0.001";
-
-    let (code, out, err) = loadgen(&["compare", &base, &same, "--fail-on", rules]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        out.contains("✓ p99>+10%") && out.contains("latency p99"),
-        "{out}"
-    );
-
-    let html = dir.path().join("cmp.html");
-    let (code, out, err) = loadgen(&[
-        "compare",
-        &base,
-        &new,
-        "--fail-on",
-        rules,
-        "--html",
-        html.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 99, "{out}{err}");
-    assert!(
-        out.contains("✗ p99>+10%") && out.contains("✓ match<-0.001"),
-        "{out}"
-    );
-    assert!(err.contains("regression: 1 of 2 rules failed"), "{err}");
-    assert!(std::fs::read_to_string(&html)
-        .unwrap()
-        .contains("data-verdict=\"fail\""));
-
-    // without rules the table is printed and nothing fails
-    let (code, out, _) = loadgen(&["compare", &base, &new]);
-    assert_eq!(code, 0);
-    assert!(out.contains("worse"));
-
-    // the same through `report --baseline`
-    let page = dir.path().join("new.html");
-    let (code, _, err) = loadgen(&[
-        "report",
-        &new,
-        "-o",
-        page.to_str().unwrap(),
-        "--baseline",
-        &base,
-        "--fail-on",
-        "p99>+10%",
-    ]);
-    assert_eq!(code, 99, "{err}");
-    assert!(std::fs::read_to_string(&page)
-        .unwrap()
-        .contains("id=\"comparison\""));
-
-    // bad arguments: exit 2 with one line naming the problem
-    for (args, want) in [
-        (
-            vec!["compare", &base, &new, "--fail-on", "p99>>10%"],
-            "invalid --fail-on `p99>>10%`",
-        ),
-        (
-            vec!["compare", &base, &new, "--fail-on", "latency>+1%"],
-            "unknown metric `latency`",
-        ),
-        (vec!["compare", &base], "required"),
-        (
-            vec!["compare", &base, "/nonexistent.json"],
-            "/nonexistent.json: cannot read",
-        ),
-        (vec!["merge"], "required"),
-    ] {
-        let (code, out, err) = loadgen(&args);
-        assert_eq!(code, 2, "{args:?}: {out}{err}");
-        assert!(err.contains(want), "{args:?}: {err}");
-    }
-}
-
-#[test]
-fn d_old_reports_are_rejected_by_every_subcommand_with_exit_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = simulate(&Run::default());
-    let new = write_json(dir.path(), "new.json", &s.report);
-    let old = write_json(dir.path(), "old.json", &old(&s.report));
-    for args in [
-        vec!["report", old.as_str()],
-        vec!["merge", new.as_str(), old.as_str(), "-o", "/tmp/never.json"],
-        vec!["compare", old.as_str(), new.as_str()],
-    ] {
-        let (code, out, err) = loadgen(&args);
-        assert_eq!(code, 2, "{args:?}: {out}{err}");
-        assert!(
-            err.starts_with(&format!("error: {old}: this report has no `histograms`")),
-            "{args:?}: {err}"
-        );
-        assert!(
-            !err.contains("panicked") && err.lines().count() == 1,
-            "{err}"
-        );
-    }
-}
-
-#[test]
-fn merge_and_report_subcommands_write_json_and_html() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = simulate(&Run::default());
-    let b = simulate(&Run {
-        instance: "lg-b",
-        seed: 9,
-        ..Run::default()
-    });
-    let fa = write_json(dir.path(), "a.json", &a.report);
-    let fb = write_json(dir.path(), "b.json", &b.report);
-    let out = dir.path().join("fleet/merged.json");
-    let (code, stdout, err) = loadgen(&["merge", &fa, &fb, "-o", out.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let mut both = hist::empty();
-    hist::merge_into(&mut both, &a.latency);
-    hist::merge_into(&mut both, &b.latency);
-    let want = Summary::of(&both);
-    assert!(stdout.contains(&format!("p99 {}", want.p99)), "{stdout}");
-    let m = LoadedReport::from_file(&out).unwrap();
-    assert_eq!(Summary::of(&m.latency), want);
-    assert!(
-        std::fs::read_to_string(dir.path().join("fleet/merged.html"))
-            .unwrap()
-            .contains("id=\"instances\"")
-    );
-
-    let (code, _, err) = loadgen(&["report", &fa]);
-    assert_eq!(code, 0, "{err}");
-    assert!(std::fs::read_to_string(dir.path().join("a.html"))
-        .unwrap()
-        .contains("chart-percentiles"));
-    let (code, out, _) = loadgen(&["merge", "--help"]);
-    assert_eq!(code, 0);
-    assert!(out.contains("http://HOST:PORT"), "{out}");
+fn a_day_long_timeline_folds_into_a_small_page() {
+    // 86,400 one-second rows (a 24-hour run) under a short run's histograms
+    let mut day = simulate(&Run::default());
+    day.report["timeline"] = (0..86_400u64)
+        .map(|t| {
+            serde_json::json!({"t": t, "warmup": t < 60, "offered": 1000, "sent": 1000,
+                "matched": 999, "timeouts": 1, "reconnects": u64::from(t % 3600 == 0),
+                "inflight": t % 17, "p50_us": 900 + t % 50, "p90_us": 2000, "p99_us": 5000 + t % 999,
+                "max_us": 9000 + t % 7777, "lag_p99_us": 100})
+        })
+        .collect();
+    let page = html::render(&loaded("day.json", &day.report), None);
+    let cs = charts(&page);
+    assert_eq!(cs[0].0, "chart-rates");
+    // 4 lines of at most MAX_POINTS points each
+    assert!(cs[0].1 <= 4 * 1500 && cs[0].1 >= 4 * 1400, "{:?}", cs[0]);
+    assert!(page.contains("Each point covers 58 s"), "the fold is said");
+    assert!(page.len() < 1 << 20, "a day's page is {} bytes", page.len());
+    eprintln!("24-hour report: {} KiB of HTML", page.len() / 1024);
 }
