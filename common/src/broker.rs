@@ -1,6 +1,7 @@
 //! Broker addresses and connection options: URL parsing (`mqtt://`, `mqtts://`, `ws://`, `wss://`
 //! and aliases), MQTT version, credentials and TLS files, shared by every binary.
 
+use crate::cli::ConfigError;
 use crate::codec::Protocol;
 use clap::Args;
 use std::fmt;
@@ -150,9 +151,18 @@ impl std::str::FromStr for Secret {
     }
 }
 
-/// Connection options every binary takes from the environment.
+/// The broker and how to reach it: every binary flattens these from the environment, so the
+/// broker URL, protocol version, credentials, TLS files and timeouts are defined once.
 #[derive(Args, Clone, Debug)]
 pub struct ConnectOptions {
+    /// Broker URL: mqtt://host:port (tcp://), mqtts:// (ssl://), ws://host:port/path, wss:// (the worker also reads MQTT_BROKER)
+    #[arg(
+        long,
+        env = "BROKER",
+        default_value = "mqtt://127.0.0.1:1883",
+        value_name = "BROKER"
+    )]
+    pub broker: BrokerUrl,
     /// MQTT protocol version: 5 or 3 (3.1.1)
     #[arg(
         long = "mqtt-version",
@@ -172,7 +182,7 @@ pub struct ConnectOptions {
         value_name = "MQTT_PASSWORD"
     )]
     pub mqtt_password: Option<Secret>,
-    /// CA certificate (PEM) to verify the broker with mqtts:// and wss:// (default: none; use TLS_INSECURE=true to skip verification)
+    /// CA certificate (PEM) to verify the broker with mqtts:// and wss:// [default: the system trust store]
     #[arg(long, env = "TLS_CA_FILE", value_name = "TLS_CA_FILE")]
     pub tls_ca_file: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS
@@ -221,43 +231,46 @@ impl ConnectOptions {
         self.mqtt_password.as_ref().map(|s| s.0.as_str())
     }
 
-    /// Settings as `(name, value)` pairs for reports, with secrets redacted.
-    pub fn describe(&self) -> Vec<(&'static str, String)> {
+    /// Settings as `(name, value)` pairs for reports, typed, with secrets redacted.
+    pub fn describe(&self) -> Vec<(&'static str, serde_json::Value)> {
         let path = |p: &Option<PathBuf>| {
             p.as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default()
+                .into()
         };
         vec![
-            ("MQTT_VERSION", self.mqtt_version.to_string()),
+            ("BROKER", self.broker.to_string().into()),
+            ("MQTT_VERSION", self.mqtt_version.to_string().into()),
             (
                 "MQTT_USERNAME",
-                self.mqtt_username.clone().unwrap_or_default(),
+                self.mqtt_username.clone().unwrap_or_default().into(),
             ),
             (
                 "MQTT_PASSWORD",
                 if self.mqtt_password.is_some() {
-                    "<redacted>".into()
+                    "<redacted>"
                 } else {
-                    String::new()
-                },
+                    ""
+                }
+                .into(),
             ),
             ("TLS_CA_FILE", path(&self.tls_ca_file)),
             ("TLS_CERT_FILE", path(&self.tls_cert_file)),
             ("TLS_KEY_FILE", path(&self.tls_key_file)),
-            ("TLS_INSECURE", self.tls_insecure.to_string()),
-            ("KEEP_ALIVE_SEC", self.keep_alive_sec.to_string()),
-            ("CONNECT_TIMEOUT_MS", self.connect_timeout_ms.to_string()),
-            ("CONNECT_RETRY_MS", self.connect_retry_ms.to_string()),
+            ("TLS_INSECURE", self.tls_insecure.into()),
+            ("KEEP_ALIVE_SEC", self.keep_alive_sec.into()),
+            ("CONNECT_TIMEOUT_MS", self.connect_timeout_ms.into()),
+            ("CONNECT_RETRY_MS", self.connect_retry_ms.into()),
         ]
     }
 
-    /// Checks combinations that clap cannot (returns `(variable, message)`).
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// Checks combinations that clap cannot, naming the variable.
+    pub fn check(&self) -> Result<(), ConfigError> {
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
-            return Err((
+            return Err(ConfigError::new(
                 "TLS_CERT_FILE",
-                "TLS_CERT_FILE and TLS_KEY_FILE must be set together".into(),
+                "TLS_CERT_FILE and TLS_KEY_FILE must be set together",
             ));
         }
         for (name, p) in [
@@ -267,18 +280,21 @@ impl ConnectOptions {
         ] {
             if let Some(p) = p {
                 if !p.is_file() {
-                    return Err((name, format!("'{}' is not a readable file", p.display())));
+                    return Err(ConfigError::new(
+                        name,
+                        format!("'{}' is not a readable file", p.display()),
+                    ));
                 }
             }
         }
         if self.mqtt_password.is_some() && self.mqtt_username.is_none() {
-            return Err((
+            return Err(ConfigError::new(
                 "MQTT_USERNAME",
-                "MQTT_PASSWORD is set but MQTT_USERNAME is not".into(),
+                "MQTT_PASSWORD is set but MQTT_USERNAME is not",
             ));
         }
         if self.keep_alive_sec == 0 {
-            return Err(("KEEP_ALIVE_SEC", "must be at least 1".into()));
+            return Err(ConfigError::new("KEEP_ALIVE_SEC", "'0' must be at least 1"));
         }
         Ok(())
     }

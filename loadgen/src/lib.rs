@@ -1,61 +1,77 @@
-//! loadgen: open-loop MQTT load generator. `run(config, shutdown)` runs the configured scenario
-//! (request/response, publish-only or WebSocket fan-out) and returns its report.
+//! loadgen: open-loop MQTT load generator. `start(config, shutdown)` serves the HTTP endpoints
+//! and runs the configured scenario (request/response, publish-only or WebSocket fan-out) in
+//! the background; `run` does the same and waits for the report.
 
 pub mod capacity;
 pub mod config;
+pub mod error;
 pub mod fanout;
 pub mod report;
 pub mod reporting;
 pub mod rr;
+mod web;
 
-use config::{Config, Scenario};
+use config::{Config, Scenario, Valid};
+pub use error::LoadgenError;
 use report::Report;
-use rr_common::mqtt::SessionError;
 use std::net::SocketAddr;
-use thiserror::Error;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// The web dashboard, served at `/` by every scenario.
-pub const DASHBOARD_HTML: &str = include_str!("web/dashboard.html");
-
-#[derive(Debug, Error)]
-pub enum LoadgenError {
-    #[error("cannot connect to {url}: {source}")]
-    Connect { url: String, source: SessionError },
-    #[error("cannot serve HTTP on {addr}: {source}")]
-    Http {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Fanout(String, i32),
+/// A run in progress: where its HTTP endpoints listen, and its report once it ends.
+pub struct Running {
+    /// The bound address of `/metrics`, `/stats`, `/health`, `/ready` (port 0 resolved).
+    pub http_addr: SocketAddr,
+    task: JoinHandle<Result<Report, LoadgenError>>,
 }
 
-impl LoadgenError {
-    pub fn connect(cfg: &Config, source: SessionError) -> Self {
-        LoadgenError::Connect {
-            url: cfg.broker.to_string(),
-            source,
-        }
+impl Running {
+    /// Waits for the end of the run (DURATION_SEC, or `shutdown` and the drain): the report.
+    pub async fn report(self) -> Result<Report, LoadgenError> {
+        join(self.task).await
     }
 
-    /// Process exit status for this error.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            LoadgenError::Connect { .. } => rr_common::cli::EXIT_CONNECT,
-            LoadgenError::Http { .. } => 1,
-            LoadgenError::Fanout(_, code) => *code,
+    /// True once the run has ended (its report is ready).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+async fn join(task: JoinHandle<Result<Report, LoadgenError>>) -> Result<Report, LoadgenError> {
+    match task.await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(LoadgenError::Internal(format!("run task: {e}"))),
+    }
+}
+
+/// Binds the HTTP endpoints and starts the configured scenario; returns once the endpoints
+/// listen (connecting, warm-up, the measured window and the drain follow in the background
+/// until DURATION_SEC or `shutdown`). Start-up errors (exit 2/3) come from [`Running::report`]
+/// unless the endpoints themselves cannot be bound.
+pub async fn start(
+    cfg: Valid<Config>,
+    shutdown: CancellationToken,
+) -> Result<Running, LoadgenError> {
+    let (bound_tx, bound_rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        match cfg.scenario {
+            Scenario::Rr | Scenario::Pub => rr::run(&cfg, shutdown, bound_tx).await,
+            Scenario::Fanout => fanout::run(&cfg, shutdown, bound_tx).await,
         }
+    });
+    match bound_rx.await {
+        Ok(http_addr) => Ok(Running { http_addr, task }),
+        // the run ended before it listened: its error says why
+        Err(_) => Err(join(task)
+            .await
+            .err()
+            .unwrap_or_else(|| LoadgenError::Internal("the run ended before serving HTTP".into()))),
     }
 }
 
 /// Runs the configured scenario until DURATION_SEC or `shutdown`, drains, and reports.
-pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, LoadgenError> {
-    match cfg.scenario {
-        Scenario::Rr | Scenario::Pub => rr::run(cfg, shutdown).await,
-        Scenario::Fanout => fanout::run(cfg, shutdown).await.map_err(|e| {
-            let code = e.exit_code();
-            LoadgenError::Fanout(e.to_string(), code)
-        }),
-    }
+pub async fn run(cfg: &Valid<Config>, shutdown: CancellationToken) -> Result<Report, LoadgenError> {
+    start(cfg.clone(), shutdown).await?.report().await
 }

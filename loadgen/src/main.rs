@@ -1,7 +1,8 @@
-//! loadgen binary: parse the environment, run the scenario, print and write the report, and
-//! map errors to exit codes (2 configuration, 3 broker unreachable or refusing).
+//! loadgen binary: parse and check the environment, run the scenario, print and write the
+//! report, and map errors to exit codes (2 configuration, 3 broker unreachable or refusing).
 
-use rr_common::cli;
+use loadgen::config::Config;
+use rr_common::cli::{self, Validate};
 
 fn main() {
     // `loadgen report|merge|compare ...`: the report tools, not a load run
@@ -9,10 +10,10 @@ fn main() {
     if let Some(code) = loadgen::reporting::cli::dispatch(&args) {
         std::process::exit(code);
     }
-    let cfg: loadgen::config::Config = cli::parse_or_exit();
-    if let Err(e) = cfg.validate() {
-        cli::config_exit(&e);
-    }
+    let cfg = match cli::parse_or_exit::<Config>().validate() {
+        Ok(cfg) => cfg,
+        Err(e) => cli::config_exit(&e),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -5,8 +5,9 @@
 //! c. subscribers over wss:// (TLS, verified against the test CA) get every message once too;
 //! d. split roles, as across pods: one publisher and two subscriber instances, no loss.
 
-use loadgen::config::Config;
+use loadgen::config::{Config, Valid};
 use loadgen::report::Report;
+use rr_common::cli::Validate;
 use rr_common::CancellationToken;
 use rr_testkit::{wait_until_async, Mosquitto, MosquittoOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,21 +38,38 @@ fn ensure_open_files(n: u64) {
     );
 }
 
-fn fanout_config(args: &[(&str, String)]) -> Config {
+fn fanout_config(args: &[(&str, String)]) -> Valid<Config> {
     let mut argv = vec![
         "loadgen".to_string(),
         "--scenario=fanout".to_string(),
         "--progress-sec=0".to_string(),
         "--metrics-addr=127.0.0.1".to_string(),
+        "--metrics-port=0".to_string(),
         "--connect-retry-ms=5000".to_string(),
         "--instance-id=fanout-test".to_string(),
     ];
     // a test's own value replaces the baseline's
     argv.retain(|a| !args.iter().any(|(k, _)| a.starts_with(&format!("--{k}="))));
     argv.extend(args.iter().map(|(k, v)| format!("--{k}={v}")));
-    let cfg = <Config as clap::Parser>::try_parse_from(argv).expect("valid test config");
-    cfg.validate().expect("config validates");
-    cfg
+    <Config as clap::Parser>::try_parse_from(argv)
+        .expect("valid test config")
+        .validate()
+        .expect("config validates")
+}
+
+/// Starts a fan-out run in this process; its endpoints listen on a free port.
+async fn start(cfg: Valid<Config>) -> loadgen::Running {
+    loadgen::start(cfg, CancellationToken::new())
+        .await
+        .expect("fan-out run starts")
+}
+
+/// Runs a fan-out configuration to its end, within `limit`.
+async fn run_within(limit: Duration, cfg: Valid<Config>) -> Report {
+    tokio::time::timeout(limit, start(cfg).await.report())
+        .await
+        .expect("run ends in time")
+        .expect("fan-out run succeeds")
 }
 
 fn extra(r: &Report, key: &str) -> u64 {
@@ -75,9 +93,8 @@ fn validate_schema(r: &Report) {
     assert!(errors.is_empty(), "report violates the schema: {errors:?}");
 }
 
-async fn get(port: u16, path: &str) -> Option<String> {
-    let addr = format!("127.0.0.1:{port}");
-    match rr_common::http::get(&addr, path, Duration::from_secs(2)).await {
+async fn get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    match rr_common::http::get(&addr.to_string(), path, Duration::from_secs(2)).await {
         Ok((200, body)) => Some(body),
         _ => None,
     }
@@ -89,7 +106,6 @@ async fn a_two_thousand_ws_clients_receive_every_message_once() {
     let broker = Mosquitto::start(MosquittoOptions::new().ws_listeners(2)).expect("mosquitto");
     let ws = broker.ws_urls();
     assert_eq!(ws.len(), 2);
-    let port = rr_testkit::free_port();
     let cfg = fanout_config(&[
         ("gateway-urls", ws.join(",")),
         ("publish-broker", broker.url()),
@@ -99,11 +115,10 @@ async fn a_two_thousand_ws_clients_receive_every_message_once() {
         ("publish-rate", "2000".into()),
         ("warmup-sec", "1".into()),
         ("duration-sec", "20".into()),
-        ("metrics-port", port.to_string()),
     ]);
     let started = Instant::now();
-    let run =
-        tokio::spawn(async move { loadgen::fanout::run(&cfg, CancellationToken::new()).await });
+    let run = start(cfg).await;
+    let port = run.http_addr;
     // While it runs: /ready once every client subscribed, /metrics with the contract's names.
     wait_until_async(Duration::from_secs(20), "fanout /ready", || async {
         get(port, "/ready").await.is_some()
@@ -125,7 +140,7 @@ async fn a_two_thousand_ws_clients_receive_every_message_once() {
             "{name} missing in /metrics:\n{metrics}"
         );
     }
-    let report = run.await.expect("task").expect("fanout run");
+    let report = run.report().await.expect("fanout run");
     eprintln!("{}", report.text());
     assert!(
         started.elapsed() < Duration::from_secs(50),
@@ -244,7 +259,6 @@ async fn b_cut_off_subscribers_reconnect_and_their_missed_messages_count_as_lost
         .expect("ws port");
     let proxy = CutProxy::start(upstream).await;
     let gateways = format!("{},ws://127.0.0.1:{}/mqtt", ws[0], proxy.port);
-    let port = rr_testkit::free_port();
     let cfg = fanout_config(&[
         ("gateway-urls", gateways),
         ("publish-broker", broker.url()),
@@ -254,10 +268,9 @@ async fn b_cut_off_subscribers_reconnect_and_their_missed_messages_count_as_lost
         ("publish-rate", "500".into()),
         ("warmup-sec", "1".into()),
         ("duration-sec", "8".into()),
-        ("metrics-port", port.to_string()),
     ]);
-    let run =
-        tokio::spawn(async move { loadgen::fanout::run(&cfg, CancellationToken::new()).await });
+    let run = start(cfg).await;
+    let port = run.http_addr;
     wait_until_async(Duration::from_secs(20), "fanout /ready", || async {
         get(port, "/ready").await.is_some()
     })
@@ -292,7 +305,7 @@ async fn b_cut_off_subscribers_reconnect_and_their_missed_messages_count_as_lost
         metrics.contains("fanout_disconnects_total 150\n"),
         "every proxied client lost its connection once:\n{metrics}"
     );
-    let report = run.await.expect("task").expect("fanout run");
+    let report = run.report().await.expect("fanout run");
     eprintln!("{}", report.text());
 
     assert_eq!(extra(&report, "disconnects"), 150);
@@ -337,15 +350,8 @@ async fn c_wss_subscribers_receive_every_message_once() {
         ("publish-rate", "500".into()),
         ("warmup-sec", "1".into()),
         ("duration-sec", "6".into()),
-        ("metrics-port", rr_testkit::free_port().to_string()),
     ]);
-    let report = tokio::time::timeout(
-        Duration::from_secs(60),
-        loadgen::fanout::run(&cfg, CancellationToken::new()),
-    )
-    .await
-    .expect("run ends")
-    .expect("fanout over wss runs");
+    let report = run_within(Duration::from_secs(60), cfg).await;
     eprintln!("{}", report.text());
     assert_eq!(extra(&report, "connections"), 300);
     assert_eq!(extra(&report, "disconnects"), 0);
@@ -377,36 +383,32 @@ async fn d_one_publisher_and_two_subscriber_instances_lose_nothing() {
             ("publish-rate", "500".into()),
             ("warmup-sec", warmup.into()),
             ("duration-sec", duration.into()),
-            ("metrics-port", rr_testkit::free_port().to_string()),
         ])
     };
     // Subscribers first, with a window that covers the publisher's whole run.
-    let subs: Vec<_> = ["sub-a", "sub-b"]
-        .into_iter()
-        .map(|id| {
-            let cfg = common("subscribe", id, "0", "12");
-            tokio::spawn(async move { loadgen::fanout::run(&cfg, CancellationToken::new()).await })
+    let mut subs = Vec::new();
+    for id in ["sub-a", "sub-b"] {
+        subs.push(start(common("subscribe", id, "0", "12")).await);
+    }
+    // ... and every subscriber connected before the publisher starts
+    for s in &subs {
+        wait_until_async(Duration::from_secs(20), "subscribers /ready", || async {
+            get(s.http_addr, "/ready").await.is_some()
         })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+        .await
+        .expect("subscribers ready");
+    }
     let publisher = common("publish", "pub", "1", "6");
-    let p = tokio::time::timeout(
-        Duration::from_secs(60),
-        loadgen::fanout::run(&publisher, CancellationToken::new()),
-    )
-    .await
-    .expect("publisher ends")
-    .expect("publisher runs");
+    let p = run_within(Duration::from_secs(60), publisher).await;
     eprintln!("{}", p.text());
     assert!(p.sent.abs_diff(3_000) <= 2, "sent {}", p.sent);
     assert_eq!(p.skipped, 0);
     // everything it published, warm-up included, fell in the subscribers' window
     let published = p.sent + 500; // the 1 s warm-up at 500 msg/s
     for sub in subs {
-        let r = tokio::time::timeout(Duration::from_secs(60), sub)
+        let r = tokio::time::timeout(Duration::from_secs(60), sub.report())
             .await
             .expect("subscriber ends")
-            .expect("task")
             .expect("subscriber runs");
         eprintln!("{}", r.text());
         assert_eq!(extra(&r, "connections"), 200);

@@ -4,6 +4,7 @@
 //! This file is its own test process, so lowering its limit affects no other test.
 
 use loadgen::config::Config;
+use rr_common::cli::Validate;
 use rr_common::CancellationToken;
 use std::time::{Duration, Instant};
 
@@ -41,7 +42,7 @@ async fn c_clients_beyond_the_open_file_limit_fail_fast_with_the_numbers() {
     let pb = format!("--publish-broker=mqtt://127.0.0.1:{}", closed_port());
     let cfg = fanout_config(&[&gw, &pb, "--clients=1000"]);
     let started = Instant::now();
-    let err = loadgen::fanout::run(&cfg, CancellationToken::new())
+    let err = loadgen::run(&cfg.validate().expect("valid"), CancellationToken::new())
         .await
         .expect_err("1000 clients cannot fit 256 open files");
     assert!(
@@ -64,7 +65,7 @@ async fn c_clients_beyond_the_open_file_limit_fail_fast_with_the_numbers() {
 
     // Within the limit, the same run gets past the check and fails on the gateway instead.
     let cfg = fanout_config(&[&gw, &pb, "--clients=100", "--connect-retry-ms=300"]);
-    let err = loadgen::fanout::run(&cfg, CancellationToken::new())
+    let err = loadgen::run(&cfg.validate().expect("valid"), CancellationToken::new())
         .await
         .expect_err("nothing listens");
     assert_eq!(err.exit_code(), 3, "{err}");
@@ -80,7 +81,7 @@ async fn unreachable_gateway_and_bad_urls_are_one_line_errors() {
         "--connect-retry-ms=300",
     ]);
     let started = Instant::now();
-    let err = loadgen::fanout::run(&cfg, CancellationToken::new())
+    let err = loadgen::run(&cfg.validate().expect("valid"), CancellationToken::new())
         .await
         .expect_err("nothing listens");
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -92,13 +93,27 @@ async fn unreachable_gateway_and_bad_urls_are_one_line_errors() {
     );
     assert!(!msg.contains('\n'), "{msg}");
 
-    let cfg = fanout_config(&["--broker=mqtt://127.0.0.1:1883"]);
-    let err = loadgen::fanout::run(&cfg, CancellationToken::new())
-        .await
+    // a configuration without a WebSocket gateway never gets to run (exit 2 in the binary)
+    let err = fanout_config(&["--broker=mqtt://127.0.0.1:1883"])
+        .validate()
+        .map(|_| ())
         .expect_err("no WebSocket gateway");
-    assert_eq!(err.exit_code(), 2);
+    assert_eq!(err.var, "GATEWAY_URLS");
     assert!(
         err.to_string().starts_with("invalid GATEWAY_URLS: "),
         "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .env_clear()
+        .env("SCENARIO", "fanout")
+        .env("BROKER", "mqtt://127.0.0.1:1883")
+        .env("METRICS_PORT", "0")
+        .output()
+        .expect("loadgen runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: invalid GATEWAY_URLS: ") && stderr.trim().lines().count() == 1,
+        "{stderr}"
     );
 }

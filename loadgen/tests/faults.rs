@@ -10,7 +10,7 @@ use rr_common::broker::ConnectOptions;
 use rr_common::codec::{self, Correlation, OutPublish, Protocol};
 use rr_common::http;
 use rr_common::mqtt::{self, SessionSpec};
-use rr_testkit::{free_port, rss_bytes, send_signal, Mosquitto, MosquittoOptions, Process};
+use rr_testkit::{rss_bytes, send_signal, Mosquitto, MosquittoOptions, Process};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
@@ -35,40 +35,23 @@ async fn metric(addr: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
-/// Starts an in-process loadgen run with its endpoints on a known port.
-fn spawn_loadgen(
-    url: &str,
-    extra: &[(&str, &str)],
-) -> (
-    String,
-    tokio::task::JoinHandle<Result<loadgen::report::Report, loadgen::LoadgenError>>,
-) {
-    let port = free_port().to_string();
-    let mut all = extra.to_vec();
-    all.push(("METRICS_PORT", &port));
-    let cfg = loadgen_config(url, &all);
-    let run = tokio::spawn(async move { loadgen::run(&cfg, CancellationToken::new()).await });
-    (format!("127.0.0.1:{port}"), run)
+/// Starts an in-process loadgen run; returns the address of its endpoints and the run.
+async fn spawn_loadgen(url: &str, extra: &[(&str, &str)]) -> (String, loadgen::Running) {
+    let (run, _token) = start_loadgen(url, extra).await;
+    (run.http_addr.to_string(), run)
 }
 
-async fn wait_ready(addr: &str) {
-    let a = addr.to_string();
-    rr_testkit::wait_until_async(Duration::from_secs(15), "loadgen ready", || {
-        let a = a.clone();
-        async move { matches!(http::get(&a, "/ready", T).await, Ok((200, _))) }
-    })
-    .await
-    .unwrap();
-}
-
-async fn finish(
-    run: tokio::task::JoinHandle<Result<loadgen::report::Report, loadgen::LoadgenError>>,
-) -> loadgen::report::Report {
-    tokio::time::timeout(Duration::from_secs(120), run)
+async fn finish(run: loadgen::Running) -> loadgen::report::Report {
+    tokio::time::timeout(Duration::from_secs(120), run.report())
         .await
         .expect("run ends in time")
-        .expect("run task")
         .expect("run succeeds")
+}
+
+/// The address the loadgen binary logged for its endpoints (it runs with `METRICS_PORT=0`).
+fn addr_of(lg: &mut Process) -> String {
+    tokio::task::block_in_place(|| lg.metrics_addr(Duration::from_secs(15)))
+        .expect("the loadgen logs its metrics address")
 }
 
 /// Due sends are all accounted for: sent, skipped or publish errors; the rate is never lowered
@@ -153,7 +136,8 @@ async fn broker_restart(version: &'static str) {
             ("WARMUP_SEC", "1"),
             ("DURATION_SEC", "22"),
         ],
-    );
+    )
+    .await;
     wait_ready(&addr).await;
     let started = Instant::now();
     let stop_sampling = CancellationToken::new();
@@ -273,7 +257,7 @@ async fn raw_session(url: &str, version: &str, id: &str, subs: &[&str]) -> mqtt:
     let cfg = loadgen_config(url, &[("MQTT_VERSION", version)]);
     let opts: Arc<ConnectOptions> = Arc::new(cfg.connect.clone());
     let spec = SessionSpec {
-        url: cfg.broker.clone(),
+        url: cfg.connect.broker.clone(),
         opts,
         client_id: id.into(),
         subscriptions: subs.iter().map(|s| (s.to_string(), 0)).collect(),
@@ -380,7 +364,8 @@ async fn garbage(version: &'static str) {
             ("WARMUP_SEC", "1"),
             ("DURATION_SEC", "12"),
         ],
-    );
+    )
+    .await;
     wait_ready(&addr).await;
     let run_id = snoop_run_id(&url, version, proto).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -629,8 +614,6 @@ async fn d_memory_stays_flat_through_60_s_of_total_loss_at_20k_per_s() {
     let broker = mosquitto();
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
-    let port = free_port().to_string();
-    let addr = format!("127.0.0.1:{port}");
     let mut lg = Process::spawn(
         loadgen_bin(),
         &[
@@ -641,7 +624,7 @@ async fn d_memory_stays_flat_through_60_s_of_total_loss_at_20k_per_s() {
             ("CONNECTIONS", "50"),
             ("WARMUP_SEC", "2"),
             ("DURATION_SEC", "60"),
-            ("METRICS_PORT", &port),
+            ("METRICS_PORT", "0"),
             ("METRICS_ADDR", "127.0.0.1"),
             ("PROGRESS_SEC", "5"),
             ("INSTANCE_ID", "mem"),
@@ -649,6 +632,7 @@ async fn d_memory_stays_flat_through_60_s_of_total_loss_at_20k_per_s() {
         ],
     )
     .unwrap();
+    let addr = addr_of(&mut lg);
     let start = Instant::now();
     let mut samples: Vec<(f64, u64)> = Vec::new();
     let mut most_inflight = 0;
@@ -708,8 +692,6 @@ async fn e_a_stalled_broker_shows_as_publish_errors_not_growth() {
     let (_w, wstop) = start_worker(&url, &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
-    let port = free_port().to_string();
-    let addr = format!("127.0.0.1:{port}");
     let mut lg = Process::spawn(
         loadgen_bin(),
         &[
@@ -723,13 +705,14 @@ async fn e_a_stalled_broker_shows_as_publish_errors_not_growth() {
             ("PAYLOAD_BYTES", "8192"),
             ("WARMUP_SEC", "1"),
             ("DURATION_SEC", "15"),
-            ("METRICS_PORT", &port),
+            ("METRICS_PORT", "0"),
             ("METRICS_ADDR", "127.0.0.1"),
             ("INSTANCE_ID", "stall"),
             ("REPORT_JSON", report.to_str().unwrap()),
         ],
     )
     .unwrap();
+    let addr = addr_of(&mut lg);
     wait_ready(&addr).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = rss_bytes(lg.pid());
@@ -791,8 +774,6 @@ async fn f_sigterm_stops_drains_reports_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     for answered in [true, false] {
         let report = dir.path().join(format!("report-{answered}.json"));
-        let port = free_port().to_string();
-        let addr = format!("127.0.0.1:{port}");
         let mut env = vec![
             ("BROKER", url.as_str()),
             ("VIRTUAL_CLIENTS", "2000"),
@@ -801,7 +782,7 @@ async fn f_sigterm_stops_drains_reports_and_exits_0() {
             ("CONNECTIONS", "4"),
             ("WARMUP_SEC", "1"),
             ("DURATION_SEC", "0"),
-            ("METRICS_PORT", &port),
+            ("METRICS_PORT", "0"),
             ("METRICS_ADDR", "127.0.0.1"),
             ("INSTANCE_ID", "term"),
             ("REPORT_JSON", report.to_str().unwrap()),
@@ -811,6 +792,7 @@ async fn f_sigterm_stops_drains_reports_and_exits_0() {
             env.push(("REQ_TOPIC_PREFIX", "unanswered"));
         }
         let mut lg = Process::spawn(loadgen_bin(), &env).unwrap();
+        let addr = addr_of(&mut lg);
         wait_ready(&addr).await;
         tokio::time::sleep(Duration::from_secs(4)).await;
         lg.signal("TERM").unwrap();
@@ -848,8 +830,6 @@ async fn f_sigterm_stops_drains_reports_and_exits_0() {
         );
     }
     // SIGKILL leaves the broker and the worker healthy
-    let port = free_port().to_string();
-    let addr = format!("127.0.0.1:{port}");
     let mut lg = Process::spawn(
         loadgen_bin(),
         &[
@@ -857,12 +837,13 @@ async fn f_sigterm_stops_drains_reports_and_exits_0() {
             ("VIRTUAL_CLIENTS", "2000"),
             ("INTERVAL_MS", "1000"),
             ("CONNECTIONS", "4"),
-            ("METRICS_PORT", &port),
+            ("METRICS_PORT", "0"),
             ("METRICS_ADDR", "127.0.0.1"),
             ("INSTANCE_ID", "killed"),
         ],
     )
     .unwrap();
+    let addr = addr_of(&mut lg);
     wait_ready(&addr).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     lg.signal("KILL").unwrap();

@@ -14,7 +14,7 @@
 mod support;
 
 use loadgen::report::Report;
-use loadgen::LoadgenError;
+use rr_common::cli::Validate;
 use rr_testkit::{Mosquitto, MosquittoOptions};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::*;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -187,7 +186,7 @@ struct Loadgen {
     offered: f64,
     started_unix: f64,
     stop: CancellationToken,
-    task: JoinHandle<Result<Report, LoadgenError>>,
+    run: loadgen::Running,
 }
 
 struct Live {
@@ -212,29 +211,18 @@ async fn start_live(instances: &[&str]) -> Live {
     let worker_stats = format!("http://{}/stats", worker.http_addr);
     let mut loadgens = Vec::new();
     for id in instances {
-        let mut cfg = loadgen_config(&url, &load(id));
-        cfg.metrics_port = rr_testkit::free_port();
-        cfg.worker_stats_urls = vec![worker_stats.clone()];
-        let addr = format!("127.0.0.1:{}", cfg.metrics_port);
-        let stop = CancellationToken::new();
+        let mut settings = load(id);
+        settings.push(("WORKER_STATS_URLS", &worker_stats));
         let started_unix = unix_now();
-        let task = tokio::spawn({
-            let stop = stop.clone();
-            async move { loadgen::run(&cfg, stop).await }
-        });
-        let a = addr.clone();
-        rr_testkit::wait_until_async(Duration::from_secs(15), "loadgen /ready", || {
-            let a = a.clone();
-            async move { matches!(get10(&a, "/ready").await, Ok((200, _))) }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("loadgen {id}: {e}"));
+        let (run, stop) = start_loadgen(&url, &settings).await;
+        let addr = run.http_addr.to_string();
+        wait_ready(&addr).await;
         loadgens.push(Loadgen {
             addr,
             offered: 1000.0,
             started_unix,
             stop,
-            task,
+            run,
         });
     }
     Live {
@@ -271,10 +259,9 @@ impl Live {
         let mut reports = Vec::new();
         for lg in self.loadgens {
             lg.stop.cancel();
-            let r = tokio::time::timeout(Duration::from_secs(20), lg.task)
+            let r = tokio::time::timeout(Duration::from_secs(20), lg.run.report())
                 .await
                 .expect("loadgen drains in time")
-                .expect("loadgen task")
                 .expect("loadgen run succeeds");
             assert_books_close(&r);
             reports.push(r);
@@ -846,14 +833,13 @@ fn has_path(v: &Value, path: &str) -> bool {
     true
 }
 
-/// Runs SCENARIO=fanout briefly through `loadgen::fanout::run` (50 WebSocket subscribers on
+/// Runs SCENARIO=fanout briefly through `loadgen::start` (50 WebSocket subscribers on
 /// mosquitto, 100 msg/s over 10 subjects) and returns its /metrics names and /stats once
 /// messages arrive.
 async fn live_fanout() -> (BTreeSet<String>, Value) {
     use clap::Parser;
     let broker = Mosquitto::start(MosquittoOptions::new().ws_listeners(1))
         .expect("mosquitto with a WebSocket listener starts");
-    let port = rr_testkit::free_port();
     let args = vec![
         "loadgen".to_string(),
         "--scenario=fanout".into(),
@@ -866,19 +852,18 @@ async fn live_fanout() -> (BTreeSet<String>, Value) {
         "--duration-sec=30".into(),
         "--instance-id=obs-d-fanout".into(),
         "--metrics-addr=127.0.0.1".into(),
-        format!("--metrics-port={port}"),
+        "--metrics-port=0".into(),
         "--progress-sec=0".into(),
     ];
     let cfg = loadgen::config::Config::try_parse_from(&args)
+        .unwrap_or_else(|e| panic!("fanout settings {args:?}: {e}"))
+        .validate()
         .unwrap_or_else(|e| panic!("fanout settings {args:?}: {e}"));
-    cfg.validate()
-        .unwrap_or_else(|e| panic!("fanout settings {args:?}: {e}"));
-    let addr = format!("127.0.0.1:{port}");
     let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move { loadgen::fanout::run(&cfg, stop).await }
-    });
+    let run = loadgen::start(cfg, stop.clone())
+        .await
+        .expect("fanout run starts");
+    let addr = run.http_addr.to_string();
     let end = Instant::now() + Duration::from_secs(20);
     let (names, stats) = loop {
         if let (Ok((200, m)), Ok((200, s))) =
@@ -889,8 +874,11 @@ async fn live_fanout() -> (BTreeSet<String>, Value) {
                 break (parse_prometheus(&m).into_iter().collect(), stats);
             }
         }
-        if task.is_finished() {
-            panic!("fanout run ended early: {:?}", task.await);
+        if run.is_finished() {
+            panic!(
+                "fanout run ended early: {:?}",
+                run.report().await.map(|_| ())
+            );
         }
         assert!(
             Instant::now() < end,
@@ -899,7 +887,7 @@ async fn live_fanout() -> (BTreeSet<String>, Value) {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(20), run.report()).await;
     drop(broker);
     (names, stats)
 }

@@ -253,7 +253,8 @@ async fn f_endpoints_and_report_schema() {
     let broker = mosquitto();
     let url = broker.url();
     let (w, stop) = start_worker(&url, &[]).await;
-    let cfg = loadgen_config(
+    // run in the background (endpoints on a free port), poll the endpoints while it runs
+    let (lg, _token) = start_loadgen(
         &url,
         &[
             ("VIRTUAL_CLIENTS", "2000"),
@@ -261,27 +262,25 @@ async fn f_endpoints_and_report_schema() {
             ("INTERVAL_MS", "1000"),
             ("WARMUP_SEC", "1"),
             ("DURATION_SEC", "5"),
-            ("METRICS_PORT", "0"),
         ],
-    );
-    // run in the background, poll the endpoints while it runs
-    let lg_port = rr_testkit::free_port();
-    let mut cfg = cfg;
-    cfg.metrics_port = lg_port;
-    let token = tokio_util::sync::CancellationToken::new();
-    let run = tokio::spawn({
-        let cfg = cfg.clone();
-        async move { loadgen::run(&cfg, token).await }
-    });
-    let lg_addr = format!("127.0.0.1:{lg_port}");
+    )
+    .await;
+    let lg_addr = lg.http_addr.to_string();
     let t = Duration::from_secs(2);
-    rr_testkit::wait_until_async(Duration::from_secs(10), "loadgen ready", || {
+    wait_ready(&lg_addr).await;
+    // the measured window has requests, and the worker has received some
+    rr_testkit::wait_until_async(Duration::from_secs(10), "measured requests", || {
         let a = lg_addr.clone();
-        async move { matches!(http::get(&a, "/ready", t).await, Ok((200, _))) }
+        async move {
+            let Ok((200, body)) = http::get(&a, "/stats", t).await else {
+                return false;
+            };
+            serde_json::from_str::<serde_json::Value>(&body)
+                .is_ok_and(|v| v["sent"].as_u64() > Some(0) && v["matched"].as_u64() > Some(0))
+        }
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let (code, metrics) = http::get(&lg_addr, "/metrics", t).await.unwrap();
     assert_eq!(code, 200);
     let names = parse_prometheus(&metrics);
@@ -348,7 +347,7 @@ async fn f_endpoints_and_report_schema() {
     assert!(ws["received"].as_u64().unwrap() > 0);
     assert_eq!(http::get(&waddr, "/ready", t).await.unwrap().0, 200);
 
-    let report = run.await.unwrap().expect("run succeeds");
+    let report = lg.report().await.expect("run succeeds");
     assert_books_close(&report);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("report.json");

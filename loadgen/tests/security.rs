@@ -8,7 +8,7 @@ mod support;
 mod tls;
 
 use rr_common::http;
-use rr_testkit::{free_port, Mosquitto, MosquittoOptions, Process};
+use rr_testkit::{Mosquitto, MosquittoOptions, Process};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::*;
@@ -113,8 +113,6 @@ async fn g_the_password_is_never_printed_served_or_reported() {
     ];
     let (w, wstop) = start_worker(&url, &auth).await;
     let report = dir.path().join("report.json");
-    let port = free_port().to_string();
-    let addr = format!("127.0.0.1:{port}");
     let mut env = vec![
         ("BROKER", url.as_str()),
         ("VIRTUAL_CLIENTS", "1000"),
@@ -122,7 +120,7 @@ async fn g_the_password_is_never_printed_served_or_reported() {
         ("INTERVAL_MS", "1000"),
         ("WARMUP_SEC", "1"),
         ("DURATION_SEC", "3"),
-        ("METRICS_PORT", &port),
+        ("METRICS_PORT", "0"),
         ("METRICS_ADDR", "127.0.0.1"),
         ("RUST_LOG", "trace"),
         ("REPORT_JSON", p(&report)),
@@ -130,13 +128,8 @@ async fn g_the_password_is_never_printed_served_or_reported() {
     env.extend_from_slice(&auth);
     let bin = Path::new(env!("CARGO_BIN_EXE_loadgen"));
     let mut lg = Process::spawn(bin, &env).unwrap();
-    let a = addr.clone();
-    rr_testkit::wait_until_async(Duration::from_secs(15), "loadgen ready", || {
-        let a = a.clone();
-        async move { matches!(http::get(&a, "/ready", T).await, Ok((200, _))) }
-    })
-    .await
-    .unwrap();
+    let addr = lg.metrics_addr(Duration::from_secs(15)).unwrap();
+    wait_ready(&addr).await;
     let mut seen = String::new();
     for path in ["/stats", "/metrics", "/", "/health", "/ready"] {
         seen += &http::get(&addr, path, T).await.unwrap().1;
@@ -209,8 +202,7 @@ async fn h_slow_http_clients_block_neither_metrics_nor_the_hot_path() {
     let broker = Mosquitto::start(MosquittoOptions::new()).expect("mosquitto");
     let url = broker.url();
     let (w, wstop) = start_worker(&url, &[]).await;
-    let port = free_port();
-    let mut cfg = loadgen_config(
+    let (run, _token) = start_loadgen(
         &url,
         &[
             ("VIRTUAL_CLIENTS", "5000"),
@@ -219,18 +211,10 @@ async fn h_slow_http_clients_block_neither_metrics_nor_the_hot_path() {
             ("WARMUP_SEC", "1"),
             ("DURATION_SEC", "8"),
         ],
-    );
-    cfg.metrics_port = port;
-    let token = tokio_util::sync::CancellationToken::new();
-    let run = tokio::spawn(async move { loadgen::run(&cfg, token).await });
-    let addr = format!("127.0.0.1:{port}");
-    let a = addr.clone();
-    rr_testkit::wait_until_async(Duration::from_secs(15), "loadgen ready", || {
-        let a = a.clone();
-        async move { matches!(http::get(&a, "/ready", T).await, Ok((200, _))) }
-    })
-    .await
-    .unwrap();
+    )
+    .await;
+    let addr = run.http_addr.to_string();
+    wait_ready(&addr).await;
     let waddr = w.http_addr.to_string();
     let hang_lg = slow_clients(&addr, 100, 20).await;
     let hang_w = slow_clients(&waddr, 100, 20).await;
@@ -241,9 +225,8 @@ async fn h_slow_http_clients_block_neither_metrics_nor_the_hot_path() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let r = tokio::time::timeout(Duration::from_secs(60), run)
+    let r = tokio::time::timeout(Duration::from_secs(60), run.report())
         .await
-        .unwrap()
         .unwrap()
         .unwrap();
     hang_lg.abort();
@@ -279,8 +262,7 @@ async fn h_endpoints_bind_to_metrics_addr() {
         .await
         .is_err());
 
-    let port = free_port();
-    let mut cfg = loadgen_config(
+    let (run, token) = start_loadgen(
         &url,
         &[
             ("VIRTUAL_CLIENTS", "100"),
@@ -290,13 +272,10 @@ async fn h_endpoints_bind_to_metrics_addr() {
             ("DURATION_SEC", "60"),
             ("METRICS_ADDR", "127.0.0.2"),
         ],
-    );
-    cfg.metrics_port = port;
-    let token = tokio_util::sync::CancellationToken::new();
-    let run = tokio::spawn({
-        let token = token.clone();
-        async move { loadgen::run(&cfg, token).await }
-    });
+    )
+    .await;
+    assert_eq!(run.http_addr.ip().to_string(), "127.0.0.2");
+    let port = run.http_addr.port();
     let on = format!("127.0.0.2:{port}");
     rr_testkit::wait_until_async(Duration::from_secs(10), "loadgen on 127.0.0.2", || {
         let on = on.clone();
@@ -308,10 +287,9 @@ async fn h_endpoints_bind_to_metrics_addr() {
         .await
         .is_err());
     token.cancel();
-    tokio::time::timeout(Duration::from_secs(30), run)
+    tokio::time::timeout(Duration::from_secs(30), run.report())
         .await
         .expect("loadgen stops when cancelled")
-        .unwrap()
         .unwrap();
     wstop.cancel();
 }

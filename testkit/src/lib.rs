@@ -19,7 +19,7 @@ mod wait;
 pub use embedded::Embedded;
 pub use mosquitto::{Mosquitto, MosquittoOptions, TlsFiles, MOSQUITTO_BIN};
 pub use pki::TestPki;
-pub use process::{send_signal, Process};
+pub use process::{metrics_addr_in, send_signal, Process};
 pub use procfs::{cpu_seconds, rss_bytes, try_rss_bytes};
 pub use wait::{wait_until, wait_until_async, wait_until_blocking, POLL_INTERVAL};
 

@@ -119,6 +119,47 @@ impl Process {
         read_lossy(&self.dir.path().join("stderr"))
     }
 
+    /// Waits up to `deadline` until `find` returns `Some` for everything written to stderr so
+    /// far (for example the address a server bound); fails early if the process exits first.
+    ///
+    /// # Errors
+    /// The deadline passed, or the process exited, before `find` matched; names `what`.
+    pub fn wait_for_stderr<T>(
+        &mut self,
+        deadline: Duration,
+        what: &str,
+        mut find: impl FnMut(&str) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(v) = find(&self.stderr()) {
+                return Ok(v);
+            }
+            if let Some(status) = self.try_status()? {
+                bail!(
+                    "exited ({status}) before {what}:\n{}",
+                    tail(&self.stderr(), 20)
+                );
+            }
+            if Instant::now() >= end {
+                bail!(
+                    "no {what} after {deadline:?}:\n{}",
+                    tail(&self.stderr(), 20)
+                );
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// The `host:port` our binaries log as `metrics on http://host:port/metrics` once their
+    /// HTTP endpoints listen (so tests start them with `METRICS_PORT=0`).
+    ///
+    /// # Errors
+    /// As [`Process::wait_for_stderr`].
+    pub fn metrics_addr(&mut self, deadline: Duration) -> anyhow::Result<String> {
+        self.wait_for_stderr(deadline, "metrics address", metrics_addr_in)
+    }
+
     /// Where the captured output lives.
     #[must_use]
     pub fn output_dir(&self) -> PathBuf {
@@ -164,6 +205,15 @@ pub fn send_signal(pid: u32, signal: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The address in the first `metrics on http://ADDR/metrics` line of `text`.
+#[must_use]
+pub fn metrics_addr_in(text: &str) -> Option<String> {
+    let at = text.find("metrics on http://")? + "metrics on http://".len();
+    let rest = &text[at..];
+    let end = rest.find("/metrics")?;
+    Some(rest[..end].to_string())
+}
+
 fn read_lossy(path: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
 }
@@ -171,4 +221,16 @@ fn read_lossy(path: &Path) -> String {
 fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metrics_addr_in;
+
+    #[test]
+    fn finds_the_logged_metrics_address() {
+        let log = "\u{1b}[32m INFO\u{1b}[0m metrics on http://127.0.0.1:40123/metrics, stats on http://127.0.0.1:40123/stats\n";
+        assert_eq!(metrics_addr_in(log).as_deref(), Some("127.0.0.1:40123"));
+        assert_eq!(metrics_addr_in("starting\n"), None);
+    }
 }

@@ -1,10 +1,14 @@
 //! worker configuration from environment variables (clap derive with `env`), validated once.
 
 use clap::{Parser, ValueEnum};
-use rr_common::broker::{BrokerUrl, ConnectOptions};
-use rr_common::cli::ConfigError;
-use std::net::IpAddr;
+use rr_common::broker::ConnectOptions;
+use rr_common::cli::{ConfigError, HttpOptions, Validate};
 use std::time::Duration;
+
+pub use rr_common::cli::Valid;
+
+/// Default port of the worker's HTTP endpoints.
+pub const METRICS_PORT: u16 = 8080;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -22,14 +26,6 @@ pub enum Mode {
 #[derive(Parser, Clone, Debug)]
 #[command(name = "worker", version, about, max_term_width = 110)]
 pub struct Config {
-    /// Broker URL: mqtt://host:port (tcp://), mqtts:// (ssl://), ws://host:port/path, wss:// (alias MQTT_BROKER)
-    #[arg(
-        long,
-        env = "BROKER",
-        default_value = "mqtt://127.0.0.1:1883",
-        value_name = "BROKER"
-    )]
-    pub broker: BrokerUrl,
     #[command(flatten)]
     pub connect: ConnectOptions,
     /// Request topic filter, subscribed as $share/{SHARE_GROUP}/{MQTT_SUB}
@@ -136,22 +132,8 @@ pub struct Config {
     /// QoS of the request subscription (0 or 1)
     #[arg(long, env = "SUB_QOS", default_value_t = 0, value_name = "SUB_QOS", value_parser = clap::value_parser!(u8).range(0..=1))]
     pub sub_qos: u8,
-    /// Port of /metrics, /stats, /health, /ready (0 = any free port)
-    #[arg(
-        long,
-        env = "METRICS_PORT",
-        default_value_t = 8080,
-        value_name = "METRICS_PORT"
-    )]
-    pub metrics_port: u16,
-    /// Address the HTTP endpoints bind to
-    #[arg(
-        long,
-        env = "METRICS_ADDR",
-        default_value = "0.0.0.0",
-        value_name = "METRICS_ADDR"
-    )]
-    pub metrics_addr: IpAddr,
+    #[command(flatten)]
+    pub http: HttpOptions<METRICS_PORT>,
     /// Name used in client ids (default: host name)
     #[arg(long, env = "INSTANCE_ID", value_name = "INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -172,10 +154,44 @@ impl Config {
         Duration::from_millis(self.scale_interval_ms)
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Err((var, msg)) = self.connect.validate() {
-            return Err(ConfigError::new(var, msg));
+    /// Effective settings, typed, secrets redacted.
+    pub fn describe(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        let own: Vec<(&str, serde_json::Value)> = vec![
+            ("MQTT_SUB", self.mqtt_sub.clone().into()),
+            ("SHARE_GROUP", self.share_group.clone().into()),
+            ("CONNECTIONS", self.connections.into()),
+            ("MIN_WORKERS", self.min_workers.into()),
+            ("MAX_WORKERS", self.max_workers.into()),
+            ("QUEUE_CAP", self.queue_cap.into()),
+            ("SCALE_UP_THRESHOLD", self.scale_up_threshold.into()),
+            ("SCALE_DOWN_THRESHOLD", self.scale_down_threshold.into()),
+            ("SCALE_INTERVAL_MS", self.scale_interval_ms.into()),
+            ("WORKERS_PER_SCALE", self.workers_per_scale.into()),
+            ("MODE", format!("{:?}", self.mode).to_lowercase().into()),
+            ("SLEEP_MS", self.sleep_ms.into()),
+            ("CPU_WORK", self.cpu_work.into()),
+            ("DROP_ON_FULL", self.drop_on_full.into()),
+            ("PUB_QOS", self.pub_qos.into()),
+            ("SUB_QOS", self.sub_qos.into()),
+            ("INSTANCE_ID", self.instance_id().into()),
+        ];
+        for (k, v) in self
+            .connect
+            .describe()
+            .into_iter()
+            .chain(self.http.describe())
+            .chain(own)
+        {
+            m.insert(k.into(), v);
         }
+        serde_json::Value::Object(m)
+    }
+}
+
+impl Validate for Config {
+    fn check(&self) -> Result<(), ConfigError> {
+        self.connect.check()?;
         let range = |var, v: u32, lo: u32, hi: u32| {
             if v < lo || v > hi {
                 Err(ConfigError::new(var, format!("'{v}' must be {lo}..={hi}")))
@@ -208,7 +224,10 @@ impl Config {
         if self.scale_down_threshold >= self.scale_up_threshold {
             return Err(ConfigError::new(
                 "SCALE_DOWN_THRESHOLD",
-                "must be lower than SCALE_UP_THRESHOLD",
+                format!(
+                    "'{}' must be lower than SCALE_UP_THRESHOLD ({})",
+                    self.scale_down_threshold, self.scale_up_threshold
+                ),
             ));
         }
         if self.scale_interval_ms < 10 || self.scale_interval_ms > 600_000 {
@@ -218,50 +237,22 @@ impl Config {
             ));
         }
         if self.sleep_ms > 600_000 {
-            return Err(ConfigError::new("SLEEP_MS", "must be at most 600000"));
+            return Err(ConfigError::new(
+                "SLEEP_MS",
+                format!("'{}' must be at most 600000", self.sleep_ms),
+            ));
         }
         if self.mqtt_sub.is_empty() || self.mqtt_sub.starts_with("$share/") {
             return Err(ConfigError::new(
                 "MQTT_SUB",
-                "must be a non-empty topic filter without $share/ (use SHARE_GROUP)",
+                format!(
+                    "'{}' must be a non-empty topic filter without $share/ (use SHARE_GROUP)",
+                    self.mqtt_sub
+                ),
             ));
         }
         rr_common::cli::check_topic_segment("SHARE_GROUP", &self.share_group)?;
         rr_common::cli::check_topic_segment("INSTANCE_ID", &self.instance_id())?;
         Ok(())
-    }
-
-    /// Effective settings, secrets redacted.
-    pub fn describe(&self) -> serde_json::Value {
-        let mut m = serde_json::Map::new();
-        m.insert("BROKER".into(), self.broker.to_string().into());
-        for (k, v) in self.connect.describe() {
-            m.insert(k.into(), v.into());
-        }
-        for (k, v) in [
-            ("MQTT_SUB", self.mqtt_sub.clone()),
-            ("SHARE_GROUP", self.share_group.clone()),
-            ("CONNECTIONS", self.connections.to_string()),
-            ("MIN_WORKERS", self.min_workers.to_string()),
-            ("MAX_WORKERS", self.max_workers.to_string()),
-            ("QUEUE_CAP", self.queue_cap.to_string()),
-            ("SCALE_UP_THRESHOLD", self.scale_up_threshold.to_string()),
-            (
-                "SCALE_DOWN_THRESHOLD",
-                self.scale_down_threshold.to_string(),
-            ),
-            ("SCALE_INTERVAL_MS", self.scale_interval_ms.to_string()),
-            ("WORKERS_PER_SCALE", self.workers_per_scale.to_string()),
-            ("MODE", format!("{:?}", self.mode).to_lowercase()),
-            ("SLEEP_MS", self.sleep_ms.to_string()),
-            ("CPU_WORK", self.cpu_work.to_string()),
-            ("DROP_ON_FULL", self.drop_on_full.to_string()),
-            ("PUB_QOS", self.pub_qos.to_string()),
-            ("METRICS_PORT", self.metrics_port.to_string()),
-            ("INSTANCE_ID", self.instance_id()),
-        ] {
-            m.insert(k.into(), v.into());
-        }
-        serde_json::Value::Object(m)
     }
 }

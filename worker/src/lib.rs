@@ -7,7 +7,7 @@ pub mod intake;
 pub mod outbox;
 pub mod pool;
 
-use config::Config;
+use config::{Config, Valid};
 use pool::{Counters, Policy, Pool, Shared};
 use rr_common::http::{self, Endpoints};
 use rr_common::mqtt::{self, LinkHandle, LinkStatus, SessionError, SessionSpec};
@@ -23,17 +23,21 @@ use tokio_util::sync::CancellationToken;
 pub enum WorkerError {
     #[error("cannot connect to {url}: {source}")]
     Connect { url: String, source: SessionError },
-    #[error("cannot serve HTTP on {addr}: {source}")]
+    #[error("cannot serve HTTP on {addr} (METRICS_ADDR/METRICS_PORT): {source}")]
     Http {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// TLS files that cannot be used (unreadable, not PEM); the message says so.
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl WorkerError {
     pub fn exit_code(&self) -> i32 {
         match self {
             WorkerError::Connect { .. } => rr_common::cli::EXIT_CONNECT,
+            WorkerError::Tls(_) => rr_common::cli::EXIT_CONFIG,
             WorkerError::Http { .. } => 1,
         }
     }
@@ -227,9 +231,12 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// Connects, subscribes, and starts serving. Returns once every connection is up; the worker
 /// keeps running until `shutdown` is cancelled, then answers what is queued (up to
 /// [`DRAIN_LIMIT`]) before it closes its connections.
-pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, WorkerError> {
+pub async fn start(
+    cfg: Valid<Config>,
+    shutdown: CancellationToken,
+) -> Result<Running, WorkerError> {
     let stopped = CancellationToken::new();
-    let running = start_inner(cfg, stopped.clone()).await?;
+    let running = start_inner(&cfg, stopped.clone()).await?;
     let state = running.state.clone();
     let done = running.done.clone();
     tokio::spawn(async move {
@@ -250,16 +257,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     Ok(running)
 }
 
-async fn start_inner(cfg: Config, shutdown: CancellationToken) -> Result<Running, WorkerError> {
+async fn start_inner(cfg: &Config, shutdown: CancellationToken) -> Result<Running, WorkerError> {
     let opts = Arc::new(cfg.connect.clone());
     let proto = opts.protocol();
-    let tls = if cfg.broker.scheme.is_tls() {
-        Some(
-            rr_common::net::tls_config(&opts).map_err(|e| WorkerError::Connect {
-                url: cfg.broker.to_string(),
-                source: SessionError::Transport(e),
-            })?,
-        )
+    let tls = if cfg.connect.broker.scheme.is_tls() {
+        Some(rr_common::net::tls_config(&opts).map_err(|e| WorkerError::Tls(e.to_string()))?)
     } else {
         None
     };
@@ -293,7 +295,7 @@ async fn start_inner(cfg: Config, shutdown: CancellationToken) -> Result<Running
         ready: false.into(),
         config: cfg.describe(),
     });
-    let http_bind = SocketAddr::new(cfg.metrics_addr, cfg.metrics_port);
+    let http_bind = cfg.http.socket();
     let http_addr = http::serve(http_bind, state.clone(), shutdown.clone())
         .await
         .map_err(|source| WorkerError::Http {
@@ -302,10 +304,10 @@ async fn start_inner(cfg: Config, shutdown: CancellationToken) -> Result<Running
         })?;
     tracing::info!("metrics on http://{http_addr}/metrics, stats on http://{http_addr}/stats");
 
-    let pool = Pool::new(shared.clone(), &cfg, shutdown.clone());
+    let pool = Pool::new(shared.clone(), cfg, shutdown.clone());
     tokio::spawn(pool::autoscale(
         pool,
-        Policy::from_config(&cfg),
+        Policy::from_config(cfg),
         cfg.scale_interval(),
         shutdown.clone(),
     ));
@@ -315,7 +317,7 @@ async fn start_inner(cfg: Config, shutdown: CancellationToken) -> Result<Running
     let mut set = tokio::task::JoinSet::new();
     for (i, rx) in receivers.into_iter().enumerate() {
         let spec = SessionSpec {
-            url: cfg.broker.clone(),
+            url: cfg.connect.broker.clone(),
             opts: opts.clone(),
             client_id: format!("worker-{instance}-{nonce:08x}-{i}"),
             subscriptions: vec![(subscription.clone(), cfg.sub_qos)],
@@ -330,7 +332,7 @@ async fn start_inner(cfg: Config, shutdown: CancellationToken) -> Result<Running
             continue;
         };
         let session = result.map_err(|source| WorkerError::Connect {
-            url: cfg.broker.to_string(),
+            url: cfg.connect.broker.to_string(),
             source,
         })?;
         let intake = intake::Intake::new(shared.clone(), i, proto, cfg.pub_qos, cfg.drop_on_full);
@@ -346,7 +348,7 @@ async fn start_inner(cfg: Config, shutdown: CancellationToken) -> Result<Running
     state.ready.store(true, Relaxed);
     tracing::info!(
         "worker ready: {n} connections on {} subscribed to {subscription}, mode {:?}",
-        cfg.broker,
+        cfg.connect.broker,
         cfg.mode
     );
     Ok(Running {
@@ -357,7 +359,7 @@ async fn start_inner(cfg: Config, shutdown: CancellationToken) -> Result<Running
 }
 
 /// Runs until `shutdown`, then lets in-flight work finish briefly. Returns the final snapshot.
-pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<Snapshot, WorkerError> {
+pub async fn run(cfg: Valid<Config>, shutdown: CancellationToken) -> Result<Snapshot, WorkerError> {
     let running = start(cfg, shutdown).await?;
     running.done.cancelled().await;
     // connections say DISCONNECT after flushing what they hold

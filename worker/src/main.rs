@@ -1,6 +1,6 @@
 //! worker binary: parse the environment, run until SIGINT/SIGTERM, map errors to exit codes.
 
-use rr_common::cli;
+use rr_common::cli::{self, Validate};
 
 fn main() {
     // MQTT_BROKER is an alias of BROKER.
@@ -9,10 +9,10 @@ fn main() {
             std::env::set_var("BROKER", b);
         }
     }
-    let cfg: worker::config::Config = cli::parse_or_exit();
-    if let Err(e) = cfg.validate() {
-        cli::config_exit(&e);
-    }
+    let cfg = match cli::parse_or_exit::<worker::config::Config>().validate() {
+        Ok(cfg) => cfg,
+        Err(e) => cli::config_exit(&e),
+    };
     // One runtime thread unless TOKIO_WORKER_THREADS says otherwise: the worker's connections
     // are cheap, and a second thread mostly costs cross-thread wake-ups (measured in
     // benchmarks/README.md). CPU_WORK runs on blocking threads (block_in_place), so MODE=cpu

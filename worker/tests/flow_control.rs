@@ -171,11 +171,8 @@ async fn qos1_answers_stay_within_the_brokers_receive_maximum() {
             conn += 1;
         }
     });
-    let port = rr_testkit::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut w = spawn_worker(
+    let (mut w, addr) = spawn_worker(
         &url,
-        port,
         &[("PUB_QOS", "1"), ("CONNECTIONS", "2"), ("MIN_WORKERS", "8")],
     );
     wait_ready(&addr).await;

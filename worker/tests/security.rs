@@ -7,7 +7,7 @@ mod support;
 mod tls;
 
 use rr_common::http;
-use rr_testkit::{free_port, Process};
+use rr_testkit::Process;
 use std::time::Duration;
 use support::*;
 use tls::*;
@@ -23,8 +23,6 @@ async fn g_worker_never_prints_or_serves_the_password() {
     let pki = pki(dir.path());
     let broker = tls_broker(&pki, false, true);
     let url = broker.tls_url().unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
     let auth = [
         ("TLS_CA_FILE", p(&pki.ca)),
         ("MQTT_USERNAME", USER),
@@ -32,7 +30,7 @@ async fn g_worker_never_prints_or_serves_the_password() {
     ];
     let mut env = auth.to_vec();
     env.push(("RUST_LOG", "trace"));
-    let mut w = spawn_worker(&url, port, &env);
+    let (mut w, addr) = spawn_worker(&url, &env);
     wait_ready(&addr).await;
     let mut seen = String::new();
     for path in ["/stats", "/metrics", "/health", "/ready"] {

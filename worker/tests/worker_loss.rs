@@ -4,7 +4,7 @@
 
 mod support;
 
-use rr_testkit::{free_port, Mosquitto, MosquittoOptions};
+use rr_testkit::{Mosquitto, MosquittoOptions};
 use std::time::{Duration, Instant};
 use support::*;
 use tokio_util::sync::CancellationToken;
@@ -20,10 +20,8 @@ async fn b_sigkill_of_one_worker_costs_only_what_it_held() {
         ("MIN_WORKERS", "400"),
         ("MAX_WORKERS", "1000"),
     ];
-    let (pa, pb) = (free_port(), free_port());
-    let mut a = spawn_worker(&url, pa, &env);
-    let b = spawn_worker(&url, pb, &env);
-    let (addr_a, addr_b) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+    let (mut a, addr_a) = spawn_worker(&url, &env);
+    let (b, addr_b) = spawn_worker(&url, &env);
     wait_ready(&addr_a).await;
     wait_ready(&addr_b).await;
 
@@ -40,7 +38,9 @@ async fn b_sigkill_of_one_worker_costs_only_what_it_held() {
             ("DURATION_SEC", "12"),
         ],
     );
-    let run = tokio::spawn(async move { loadgen::run(&cfg, CancellationToken::new()).await });
+    let run = loadgen::start(cfg, CancellationToken::new())
+        .await
+        .expect("loadgen starts");
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     // what A holds right before it dies: queued and in progress
@@ -53,10 +53,9 @@ async fn b_sigkill_of_one_worker_costs_only_what_it_held() {
         .unwrap()
         .expect("worker A is dead");
 
-    let r = tokio::time::timeout(Duration::from_secs(60), run)
+    let r = tokio::time::timeout(Duration::from_secs(60), run.report())
         .await
         .expect("run completes")
-        .unwrap()
         .expect("run succeeds");
     let sb = stats(&addr_b).await;
     // B goes idle: its books close exactly

@@ -2,7 +2,7 @@
 //! per connection and source address), so a run that cannot reach `CLIENTS` says so at once.
 
 use super::config::Plan;
-use super::FanoutError;
+use crate::error::LoadgenError;
 use std::collections::HashMap;
 
 /// File descriptors kept free for the HTTP endpoints, the runtime and the report.
@@ -58,7 +58,7 @@ fn connections(plan: &Plan) -> u64 {
 }
 
 /// Fails with the numbers and the remedy when the plan cannot fit the limits.
-pub fn check(plan: &Plan, limits: &OsLimits) -> Result<(), FanoutError> {
+pub fn check(plan: &Plan, limits: &OsLimits) -> Result<(), LoadgenError> {
     let conns = connections(plan);
     if let Some((soft, hard)) = limits.open_files {
         let needed = conns + FD_SLACK;
@@ -72,7 +72,7 @@ pub fn check(plan: &Plan, limits: &OsLimits) -> Result<(), FanoutError> {
                     "raise the hard and soft limits to at least {needed} (ulimit -Hn/-n as root, LimitNOFILE= in systemd, --ulimit nofile= in Docker)"
                 )
             };
-            return Err(FanoutError::Limit(format!(
+            return Err(LoadgenError::Limit(format!(
                 "CLIENTS={} needs about {needed} open files ({conns} connections + {FD_SLACK} spare) but the open-file limit is {soft}; {remedy}, or lower CLIENTS",
                 plan.clients
             )));
@@ -96,7 +96,7 @@ pub fn check(plan: &Plan, limits: &OsLimits) -> Result<(), FanoutError> {
         }
         if let Some((dest, &n)) = per_dest.iter().max_by_key(|(_, n)| **n) {
             if n > ports {
-                return Err(FanoutError::Limit(format!(
+                return Err(LoadgenError::Limit(format!(
                     "CLIENTS={} puts {n} connections on {dest} but one source address has only {ports} ephemeral ports (net.ipv4.ip_local_port_range {lo}-{hi}); set SOURCE_ADDRS to {} or more local addresses (e.g. 127.0.0.2,127.0.0.3 on loopback), add GATEWAY_URLS ports, or widen the port range",
                     plan.clients,
                     n.div_ceil(ports)
@@ -108,7 +108,7 @@ pub fn check(plan: &Plan, limits: &OsLimits) -> Result<(), FanoutError> {
         let n = plan.sources.len() as u64;
         let per_source = u64::from(plan.clients).div_ceil(n);
         if per_source > ports {
-            return Err(FanoutError::Limit(format!(
+            return Err(LoadgenError::Limit(format!(
                 "CLIENTS={} puts about {per_source} connections on each of the {n} SOURCE_ADDRS but each address has only {ports} ephemeral ports (net.ipv4.ip_local_port_range {lo}-{hi}); use at least {} source addresses or widen the port range",
                 plan.clients,
                 u64::from(plan.clients).div_ceil(ports)

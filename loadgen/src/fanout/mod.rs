@@ -11,57 +11,24 @@ mod publisher;
 mod stats;
 mod subscriber;
 
-pub use config::{FanoutConfig, Role};
+pub use config::Role;
 pub use limits::OsLimits;
 
 use crate::config::Config;
+use crate::error::LoadgenError;
 use crate::report::Report;
 use books::{Rules, Subjects, UNSET};
 use config::Plan;
 use payload::{Clock, ClockKind};
-use rr_common::cli::{ConfigError, EXIT_CONFIG, EXIT_CONNECT};
-use rr_common::mqtt::{LinkHandle, SessionError, SessionSpec};
+use rr_common::mqtt::{LinkHandle, SessionSpec};
 use rr_common::CancellationToken;
 use serde_json::Value;
 use stats::{get, FanoutEndpoints, Live, Progress};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subscriber::{ClientEnd, SubscriberCtx};
 use tokio::task::JoinHandle;
-
-/// Why a fan-out run could not start. `Display` is one line with the numbers and the remedy.
-#[derive(Debug, thiserror::Error)]
-pub enum FanoutError {
-    #[error("{0}")]
-    Config(ConfigError),
-    /// CLIENTS does not fit the open-file limit or the ephemeral port space.
-    #[error("{0}")]
-    Limit(String),
-    #[error("cannot connect to gateway {url}: {source}")]
-    Gateway { url: String, source: SessionError },
-    #[error("cannot connect the publisher to PUBLISH_BROKER {url}: {source}")]
-    Publisher { url: String, source: SessionError },
-    #[error("cannot serve metrics on {addr} (METRICS_ADDR/METRICS_PORT): {source}")]
-    Http {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("TLS configuration: {0}")]
-    Tls(String),
-}
-
-impl FanoutError {
-    /// 3 when a gateway or the publish broker is unreachable or refuses us; 2 for limits and
-    /// configuration.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            FanoutError::Gateway { .. } | FanoutError::Publisher { .. } => EXIT_CONNECT,
-            _ => EXIT_CONFIG,
-        }
-    }
-}
 
 /// After the window the books stay open for messages still in flight: until every expected
 /// delivery is accounted for (exact books), else until deliveries of the window stop arriving
@@ -70,8 +37,11 @@ const DRAIN_QUIET: Duration = Duration::from_secs(1);
 const DRAIN_MAX: Duration = Duration::from_secs(10);
 
 /// Runs the fan-out scenario until `DURATION_SEC` after warm-up, or until `shutdown`.
-pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, FanoutError> {
-    cfg.fanout.validate(cfg).map_err(FanoutError::Config)?;
+pub(crate) async fn run(
+    cfg: &Config,
+    shutdown: CancellationToken,
+    on_bound: tokio::sync::oneshot::Sender<std::net::SocketAddr>,
+) -> Result<Report, LoadgenError> {
     let plan = Arc::new(Plan::new(cfg));
     limits::check(&plan, &OsLimits::current())?;
     let role = plan.role;
@@ -91,11 +61,12 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Fa
     // Everything this run spawns stops when it returns, error or not.
     let done = CancellationToken::new();
     let _stop_on_return = done.clone().drop_guard();
-    let addr = SocketAddr::new(cfg.metrics_addr, cfg.metrics_port);
+    let addr = cfg.http.socket();
     let bound = rr_common::http::serve(addr, Arc::new(FanoutEndpoints(live.clone())), done.clone())
         .await
-        .map_err(|source| FanoutError::Http { addr, source })?;
+        .map_err(|source| LoadgenError::Http { addr, source })?;
     tracing::info!("metrics on http://{bound}/metrics");
+    let _ = on_bound.send(bound);
     spawn_progress(live.clone(), cfg.progress_sec, done.clone());
 
     let opts = Arc::new(cfg.connect.clone());
@@ -105,7 +76,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Fa
         .chain(plan.publish_broker.iter())
         .any(|u| u.scheme.is_tls());
     let tls = if needs_tls {
-        Some(rr_common::net::tls_config(&opts).map_err(|e| FanoutError::Tls(e.to_string()))?)
+        Some(rr_common::net::tls_config(&opts).map_err(|e| LoadgenError::Tls(e.to_string()))?)
     } else {
         None
     };
@@ -133,7 +104,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Fa
             };
             match r {
                 None => Vec::new(),
-                Some(r) => r.map_err(|source| FanoutError::Publisher {
+                Some(r) => r.map_err(|source| LoadgenError::Publisher {
                     url: url.to_string(),
                     source,
                 })?,
@@ -256,26 +227,6 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Fa
             0.0
         }
     };
-    let mut config = cfg.describe();
-    config.insert(
-        "GATEWAY_URLS".into(),
-        Value::from(
-            plan.gateways
-                .iter()
-                .map(|u| u.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-    );
-    config.insert(
-        "PUBLISH_BROKER".into(),
-        Value::from(
-            plan.publish_broker
-                .as_ref()
-                .map(|u| u.to_string())
-                .unwrap_or_default(),
-        ),
-    );
     let mut extra = serde_json::Map::new();
     let mut put = |k: &str, v: Value| {
         extra.insert(k.to_string(), v);
@@ -313,7 +264,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Fa
     Ok(Report {
         scenario: "fanout".into(),
         instance_id: instance,
-        config,
+        config: cfg.describe(),
         duration_s: (duration_s * 1000.0).round() / 1000.0,
         offered_rate: if role.publishes() {
             plan.publish_rate
@@ -372,7 +323,7 @@ async fn ramp(
     budget: Duration,
     stop: &CancellationToken,
     shutdown: &CancellationToken,
-) -> Result<Vec<JoinHandle<ClientEnd>>, FanoutError> {
+) -> Result<Vec<JoinHandle<ClientEnd>>, LoadgenError> {
     let plan = &ctx.plan;
     let live = &ctx.live;
     let mut handles = Vec::with_capacity(plan.clients as usize);
@@ -388,7 +339,7 @@ async fn ramp(
             _ = shutdown.cancelled() => return Ok(handles),
             r = rr_common::mqtt::establish_with_retry(&spec, budget) => r,
         };
-        let session = r.map_err(|source| FanoutError::Gateway {
+        let session = r.map_err(|source| LoadgenError::Gateway {
             url: spec.url.to_string(),
             source,
         })?;

@@ -16,8 +16,10 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// Bytes of the header; the smallest accepted `PAYLOAD_BYTES`.
+/// Bytes of the header; the smallest accepted `PAYLOAD_BYTES` (checked by the configuration as
+/// `MIN_PAYLOAD_BYTES`, which must agree).
 pub const HEADER_LEN: usize = 24;
+const _: () = assert!(HEADER_LEN == crate::config::fanout::MIN_PAYLOAD_BYTES);
 const MAGIC: [u8; 2] = *b"FO";
 const VERSION: u8 = 1;
 

@@ -281,7 +281,7 @@ impl Endpoints for FanoutEndpoints {
         match path {
             "/" | "/index.html" | "/dashboard" => Some((
                 "text/html; charset=utf-8",
-                crate::DASHBOARD_HTML.as_bytes().to_vec(),
+                crate::web::DASHBOARD_HTML.as_bytes().to_vec(),
             )),
             _ => None,
         }

@@ -3,7 +3,7 @@
 
 use super::books::{Books, CountsSnapshot};
 use crate::config::{Config, Scenario};
-use crate::LoadgenError;
+use crate::error::LoadgenError;
 use rr_common::http::{self, Endpoints};
 use rr_common::mqtt::LinkStatus;
 use rr_common::stats::{PromWriter, Summary};
@@ -17,7 +17,7 @@ pub const PHASE_RUNNING: u8 = 0;
 pub const PHASE_DRAINING: u8 = 1;
 pub const PHASE_DONE: u8 = 2;
 
-pub use crate::DASHBOARD_HTML;
+use crate::web::DASHBOARD_HTML;
 
 #[derive(Clone, Default, serde::Serialize)]
 struct Recent {
@@ -77,7 +77,7 @@ impl RrState {
         cfg: &Config,
         shutdown: CancellationToken,
     ) -> Result<SocketAddr, LoadgenError> {
-        let addr = SocketAddr::new(cfg.metrics_addr, cfg.metrics_port);
+        let addr = cfg.http.socket();
         let bound = http::serve(addr, self.clone(), shutdown.clone())
             .await
             .map_err(|source| LoadgenError::Http { addr, source })?;

@@ -6,8 +6,8 @@ mod live;
 pub mod ticker;
 
 use crate::config::{Config, Scenario};
+use crate::error::LoadgenError;
 use crate::report::Report;
-use crate::LoadgenError;
 use books::Books;
 use bytes::{Bytes, BytesMut};
 use lane::{Batches, Lane, LaneSpec, Topics, Window, BATCH_INITIAL, BATCH_KEEP};
@@ -164,7 +164,11 @@ async fn run_lane(mut lane: Lane, ctx: LaneCtx) {
 }
 
 /// Runs the rr or pub scenario to the end and returns its report.
-pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, LoadgenError> {
+pub(crate) async fn run(
+    cfg: &Config,
+    shutdown: CancellationToken,
+    bound: tokio::sync::oneshot::Sender<std::net::SocketAddr>,
+) -> Result<Report, LoadgenError> {
     let rr = &cfg.rr;
     let expect_replies = cfg.scenario == Scenario::Rr;
     let instance = cfg.instance_id();
@@ -172,8 +176,8 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Lo
     let n_conn = rr.connections as usize;
     let lanes = rr.publish_workers as usize;
     let opts = Arc::new(cfg.connect.clone());
-    let tls = if cfg.broker.scheme.is_tls() {
-        Some(rr_common::net::tls_config(&opts).map_err(|e| LoadgenError::connect(cfg, e.into()))?)
+    let tls = if cfg.connect.broker.scheme.is_tls() {
+        Some(rr_common::net::tls_config(&opts).map_err(|e| LoadgenError::Tls(e.to_string()))?)
     } else {
         None
     };
@@ -184,6 +188,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Lo
     let statuses: Vec<Arc<LinkStatus>> = (0..n_conn).map(|_| Arc::default()).collect();
     let state = Arc::new(RrState::new(cfg, books.clone(), statuses.clone(), epoch));
     let http_addr = state.clone().serve(cfg, shutdown.clone()).await?;
+    let _ = bound.send(http_addr);
     tracing::info!("metrics on http://{http_addr}/metrics, stats on http://{http_addr}/stats, dashboard on http://{http_addr}/");
     eprintln!(
         "loadgen {}: {} virtual clients over {} connections, {} shards, interval {} ms -> offered rate {:.1} req/s",
@@ -201,7 +206,7 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Lo
     for i in 0..n_conn {
         let reply = format!("resp/{instance}/{i}");
         let spec = SessionSpec {
-            url: cfg.broker.clone(),
+            url: cfg.connect.broker.clone(),
             opts: opts.clone(),
             client_id: format!("lg-{instance}-{run_id:08x}-{i}"),
             subscriptions: if expect_replies {
@@ -218,7 +223,10 @@ pub async fn run(cfg: &Config, shutdown: CancellationToken) -> Result<Report, Lo
         (0..n_conn).map(|_| None).collect();
     while let Some(j) = set.join_next().await {
         let Ok((i, r, spec)) = j else { continue };
-        let s = r.map_err(|e| LoadgenError::connect(cfg, e))?;
+        let s = r.map_err(|source| LoadgenError::Connect {
+            url: cfg.connect.broker.to_string(),
+            source,
+        })?;
         sessions[i] = Some((s, spec));
     }
     state.ready.store(true, Relaxed);

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use clap::Parser;
+use rr_common::cli::{Valid, Validate};
 use std::time::Duration;
 
 /// Turns `("VIRTUAL_CLIENTS", "10")` pairs into `--virtual-clients 10` arguments.
@@ -22,7 +23,7 @@ fn args(bin: &str, base: &[(&str, String)], extra: &[(&str, &str)]) -> Vec<Strin
     v
 }
 
-pub fn loadgen_config(broker: &str, extra: &[(&str, &str)]) -> loadgen::config::Config {
+pub fn loadgen_config(broker: &str, extra: &[(&str, &str)]) -> Valid<loadgen::config::Config> {
     let base = [
         ("BROKER", broker.to_string()),
         ("METRICS_PORT", "0".into()),
@@ -30,13 +31,13 @@ pub fn loadgen_config(broker: &str, extra: &[(&str, &str)]) -> loadgen::config::
         ("PROGRESS_SEC", "0".into()),
         ("INSTANCE_ID", "test".into()),
     ];
-    let cfg = loadgen::config::Config::try_parse_from(args("loadgen", &base, extra))
-        .unwrap_or_else(|e| panic!("loadgen config: {e}"));
-    cfg.validate().expect("valid loadgen config");
-    cfg
+    loadgen::config::Config::try_parse_from(args("loadgen", &base, extra))
+        .unwrap_or_else(|e| panic!("loadgen config: {e}"))
+        .validate()
+        .expect("valid loadgen config")
 }
 
-pub fn worker_config(broker: &str, extra: &[(&str, &str)]) -> worker::config::Config {
+pub fn worker_config(broker: &str, extra: &[(&str, &str)]) -> Valid<worker::config::Config> {
     let base = [
         ("BROKER", broker.to_string()),
         ("METRICS_PORT", "0".into()),
@@ -44,10 +45,39 @@ pub fn worker_config(broker: &str, extra: &[(&str, &str)]) -> worker::config::Co
         ("MIN_WORKERS", "4".into()),
         ("CONNECTIONS", "4".into()),
     ];
-    let cfg = worker::config::Config::try_parse_from(args("worker", &base, extra))
-        .unwrap_or_else(|e| panic!("worker config: {e}"));
-    cfg.validate().expect("valid worker config");
-    cfg
+    worker::config::Config::try_parse_from(args("worker", &base, extra))
+        .unwrap_or_else(|e| panic!("worker config: {e}"))
+        .validate()
+        .expect("valid worker config")
+}
+
+/// Starts an in-process loadgen (endpoints on a free port of 127.0.0.1); it stops when the
+/// returned token is cancelled (or at DURATION_SEC).
+pub async fn start_loadgen(
+    broker: &str,
+    extra: &[(&str, &str)],
+) -> (loadgen::Running, tokio_util::sync::CancellationToken) {
+    let token = tokio_util::sync::CancellationToken::new();
+    let running = loadgen::start(loadgen_config(broker, extra), token.clone())
+        .await
+        .expect("loadgen starts");
+    (running, token)
+}
+
+/// Waits until `GET /ready` on `addr` answers 200.
+pub async fn wait_ready(addr: &str) {
+    let a = addr.to_string();
+    rr_testkit::wait_until_async(Duration::from_secs(15), "/ready", || {
+        let a = a.clone();
+        async move {
+            matches!(
+                rr_common::http::get(&a, "/ready", Duration::from_secs(2)).await,
+                Ok((200, _))
+            )
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{addr}: {e}"));
 }
 
 /// Starts a worker in this process; it stops when the returned token is cancelled.

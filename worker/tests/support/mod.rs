@@ -13,12 +13,12 @@ pub fn worker_bin() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_BIN_EXE_worker"))
 }
 
-/// Starts the worker binary; `env` adds to (and overrides) a test baseline.
-pub fn spawn_worker(broker: &str, port: u16, env: &[(&str, &str)]) -> Process {
-    let port = port.to_string();
+/// Starts the worker binary (endpoints on a free port); `env` adds to (and overrides) a test
+/// baseline. Returns the process and the address its endpoints listen on.
+pub fn spawn_worker(broker: &str, env: &[(&str, &str)]) -> (Process, String) {
     let mut all: Vec<(&str, &str)> = vec![
         ("BROKER", broker),
-        ("METRICS_PORT", &port),
+        ("METRICS_PORT", "0"),
         ("METRICS_ADDR", "127.0.0.1"),
         ("CONNECTIONS", "4"),
         ("MIN_WORKERS", "4"),
@@ -27,7 +27,10 @@ pub fn spawn_worker(broker: &str, port: u16, env: &[(&str, &str)]) -> Process {
         all.retain(|(kk, _)| kk != k);
         all.push((k, v));
     }
-    Process::spawn(worker_bin(), &all).expect("worker binary starts")
+    let mut p = Process::spawn(worker_bin(), &all).expect("worker binary starts");
+    let addr = tokio::task::block_in_place(|| p.metrics_addr(Duration::from_secs(15)))
+        .expect("the worker logs its metrics address");
+    (p, addr)
 }
 
 pub async fn wait_ready(addr: &str) {
@@ -46,8 +49,11 @@ pub async fn stats(addr: &str) -> serde_json::Value {
     serde_json::from_str(&body).expect("/stats is JSON")
 }
 
-/// A loadgen config from env-style pairs (as `--flag=value` arguments).
-pub fn loadgen_config(broker: &str, extra: &[(&str, &str)]) -> loadgen::config::Config {
+/// A checked loadgen config from env-style pairs (as `--flag=value` arguments).
+pub fn loadgen_config(
+    broker: &str,
+    extra: &[(&str, &str)],
+) -> rr_common::cli::Valid<loadgen::config::Config> {
     let mut all: Vec<(String, String)> = vec![
         ("BROKER".into(), broker.into()),
         ("METRICS_PORT".into(), "0".into()),
@@ -63,9 +69,10 @@ pub fn loadgen_config(broker: &str, extra: &[(&str, &str)]) -> loadgen::config::
     for (k, v) in all {
         args.push(format!("--{}={v}", k.to_lowercase().replace('_', "-")));
     }
-    let cfg = loadgen::config::Config::try_parse_from(args).expect("loadgen config");
-    cfg.validate().expect("valid loadgen config");
-    cfg
+    rr_common::cli::Validate::validate(
+        loadgen::config::Config::try_parse_from(args).expect("loadgen config"),
+    )
+    .expect("valid loadgen config")
 }
 
 pub fn assert_books_close(r: &loadgen::report::Report) {
