@@ -28,8 +28,9 @@ pub struct SearchParams {
     pub slo: Slo,
     /// Schedule lag p99 above this means the generator could not keep its schedule.
     pub lag_bound_us: u64,
-    /// The loadgen's own CPU (cores) at or above this means the generator is the limit.
-    pub cpu_limit: f64,
+    /// A scheduler lane busy this fraction of the window or more (it runs on one core) means
+    /// the generator is the limit.
+    pub busy_limit: f64,
 }
 
 /// The figures of one step's measured window (requests scheduled in it, after they resolved).
@@ -47,8 +48,10 @@ pub struct StepResult {
     pub p99_us: u64,
     pub p999_us: u64,
     pub lag_p99_us: u64,
-    /// The loadgen's CPU over the window, in cores.
+    /// The loadgen's CPU over the window, in cores (for the record).
     pub cpu_cores: Option<f64>,
+    /// The busiest scheduler lane's busy fraction of the window (a lane runs on one core).
+    pub lane_busy: Option<f64>,
     /// Sum of the workers' pool sizes at the end of the window (WORKER_STATS_URLS).
     pub worker_pool: Option<u64>,
 }
@@ -209,10 +212,11 @@ impl Search {
         if r.publish_errors > 0 {
             return Some(format!("{} publish errors", r.publish_errors));
         }
-        match r.cpu_cores {
-            Some(c) if c >= self.p.cpu_limit => Some(format!(
-                "loadgen CPU {c:.2} cores >= {:.2}",
-                self.p.cpu_limit
+        match r.lane_busy {
+            Some(b) if b >= self.p.busy_limit => Some(format!(
+                "a scheduler lane busy {:.0}% of the time >= {:.0}% of its core",
+                b * 100.0,
+                self.p.busy_limit * 100.0
             )),
             _ => None,
         }

@@ -14,7 +14,7 @@ fn params() -> SearchParams {
             min_match: 0.999,
         },
         lag_bound_us: 10_000,
-        cpu_limit: 1.8,
+        busy_limit: 0.9,
     }
 }
 
@@ -184,15 +184,17 @@ fn a_lagging_step_that_still_met_the_slo_counts_what_was_sent() {
 }
 
 #[test]
-fn the_loadgens_own_cpu_near_its_limit_is_the_generator() {
+fn a_lane_near_a_full_core_is_the_generator() {
     let sys = |rate: f64| StepResult {
-        cpu_cores: Some(if rate > 300.0 { 1.9 } else { 0.4 }),
+        lane_busy: Some(if rate > 300.0 { 0.95 } else { 0.4 }),
+        cpu_cores: Some(1.2),
         ..system(1e9)(rate)
     };
     let (o, _) = drive(&mut Search::new(params()), sys);
     assert_eq!(o.limited_by, LimitedBy::Generator);
     assert!(
-        o.verdict.contains("loadgen CPU 1.90 cores >= 1.80"),
+        o.verdict
+            .contains("a scheduler lane busy 95% of the time >= 90% of its core"),
         "{}",
         o.verdict
     );
