@@ -8,7 +8,7 @@
 //! books attribute them, so the rows of the measured window add up exactly to the report's
 //! totals. The hot path stays lane-local: a lane counts into a small ring of recent seconds
 //! ([`LaneSeconds`]: plain integers, no atomics, no lock) and hands a second to the shared
-//! [`Timeline`] once no more frequent events can reach it (TIMEOUT_MS and two seconds later);
+//! [`Timeline`] once no more frequent events can reach it (TIMEOUT_MS and a second after it);
 //! the rare event for an older second (a late answer long after its timeout) is queued and
 //! handed over with the next flush, so nothing is lost from the sums.
 //!
@@ -70,7 +70,7 @@ pub struct LaneSeconds {
     base: u64,
     ring: Vec<Counts>,
     mask: u64,
-    /// Seconds kept open behind the current one (TIMEOUT_MS rounded up, plus two).
+    /// Seconds kept open behind the current one (TIMEOUT_MS rounded up, plus one).
     keep: u64,
     /// Events for seconds outside the ring, handed over at the next flush.
     older: Vec<(u64, Field)>,
@@ -79,7 +79,8 @@ pub struct LaneSeconds {
 
 impl LaneSeconds {
     pub fn new(timeout_ns: u64) -> LaneSeconds {
-        let keep = timeout_ns.div_ceil(NS_PER_S) + 2;
+        // a request of second s times out by s + 1 + TIMEOUT: one more second of margin
+        let keep = timeout_ns.div_ceil(NS_PER_S) + 1;
         let len = (keep + 3).next_power_of_two();
         LaneSeconds {
             base: 0,
@@ -89,6 +90,12 @@ impl LaneSeconds {
             older: Vec::new(),
             last_roll: 0,
         }
+    }
+
+    /// Every second before this one has been handed over (its later events are rare and are
+    /// queued for the next hand-over).
+    pub fn complete_before(&self) -> u64 {
+        self.base
     }
 
     /// Counts one event of second `sec` (of the schedule, or of arrival for `Invalid`).
