@@ -6,6 +6,7 @@ pub mod cli;
 pub mod codec;
 pub mod http;
 pub mod mqtt;
+pub mod nats;
 pub mod net;
 pub mod outlet;
 pub mod stats;

@@ -3,14 +3,18 @@
 //! - [`Mosquitto`]: the system `mosquitto` (2.0) with a generated config in a tempdir, on
 //!   loopback ports picked at start; killed on drop. Tests must fail, not skip, when it is
 //!   missing ([`Mosquitto::start`] returns an error saying so).
+//! - [`NatsServer`]: the system `nats-server` (2.9) on a free loopback port, optionally with TLS
+//!   and a user/password; killed on drop, restartable on its port.
 //! - [`Embedded`]: the in-process `rr-broker` (mqtt5 crate) on a free port.
 //! - [`TestPki`]: a throwaway CA with server and client certificates for TLS tests.
 //! - [`wait_until`] and friends: poll a condition with a deadline instead of sleeping.
 //! - [`rss_bytes`] / [`cpu_seconds`]: per-process figures from `/proc`.
 //! - [`Process`]: one of our binaries as a child process, output captured, signals by pid.
 
+mod daemon;
 mod embedded;
 mod mosquitto;
+mod nats_server;
 mod pki;
 mod process;
 mod procfs;
@@ -18,6 +22,7 @@ mod wait;
 
 pub use embedded::Embedded;
 pub use mosquitto::{Mosquitto, MosquittoOptions, TlsFiles, MOSQUITTO_BIN};
+pub use nats_server::{NatsOptions, NatsServer, NATS_SERVER_BIN};
 pub use pki::TestPki;
 pub use process::{metrics_addr_in, send_signal, Process};
 pub use procfs::{cpu_seconds, rss_bytes, try_rss_bytes};

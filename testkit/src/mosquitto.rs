@@ -2,29 +2,22 @@
 //! killed on drop.
 
 use std::fmt::Write as _;
-use std::fs::OpenOptions;
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, Context};
 use tempfile::TempDir;
 
+use crate::daemon::{find_binary, Daemon, DaemonSpec, LaunchError};
 use crate::try_free_port;
-use crate::wait::POLL_INTERVAL;
 
 /// Where Debian's `mosquitto` package installs the broker.
 pub const MOSQUITTO_BIN: &str = "/usr/sbin/mosquitto";
 /// Environment variable that overrides [`MOSQUITTO_BIN`].
 const MOSQUITTO_BIN_ENV: &str = "MOSQUITTO_BIN";
 const MOSQUITTO_PASSWD_BIN: &str = "mosquitto_passwd";
-/// How long a start or restart may take before it is an error.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many sets of fresh ports [`Mosquitto::start`] tries when one is taken meanwhile.
 const START_ATTEMPTS: usize = 5;
-/// How long [`Mosquitto::restart`] keeps retrying while its old ports are still busy.
-const RESTART_BIND_RETRY: Duration = Duration::from_secs(5);
 /// The log line mosquitto prints once every listener is open.
 const RUNNING_MARKER: &str = " running";
 /// Log lines that mean a listener port was taken.
@@ -151,23 +144,15 @@ impl Ports {
     }
 }
 
-/// Why one launch failed.
-enum LaunchError {
-    /// A listener port was taken: worth retrying (new ports on start, later on restart).
-    PortTaken(anyhow::Error),
-    Failed(anyhow::Error),
-}
-
 /// A mosquitto process started by the test. Killed (SIGKILL) on drop; if the test is
 /// panicking, the tail of the broker log is printed first.
 #[derive(Debug)]
 pub struct Mosquitto {
-    bin: PathBuf,
     opts: MosquittoOptions,
     ports: Ports,
+    // Declared before `dir`: the process dies before its files go.
+    daemon: Daemon,
     dir: TempDir,
-    child: Option<Child>,
-    pid: u32,
 }
 
 impl Mosquitto {
@@ -199,13 +184,19 @@ impl Mosquitto {
             create_password_file(&dir.path().join("passwd"), user, password)?;
         }
         let ports = Ports::pick(&opts)?;
-        let mut broker = Mosquitto {
+        let spec = DaemonSpec {
+            name: "mosquitto",
             bin,
+            args: vec!["-c".into(), dir.path().join("mosquitto.conf").into()],
+            log: dir.path().join("mosquitto.log"),
+            ready_marker: RUNNING_MARKER,
+            port_taken_markers: &PORT_TAKEN_MARKERS,
+        };
+        let mut broker = Mosquitto {
             opts,
             ports,
+            daemon: Daemon::new(spec),
             dir,
-            child: None,
-            pid: 0,
         };
         let mut attempt = 1;
         loop {
@@ -263,29 +254,18 @@ impl Mosquitto {
     /// PID of the current (or last) mosquitto process.
     #[must_use]
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.daemon.pid()
     }
 
     /// Whether the process is still alive (not killed, not exited).
     pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut().map(Child::try_wait) {
-            Some(Ok(None)) => true,
-            Some(Ok(Some(_)) | Err(_)) => {
-                self.child = None;
-                false
-            }
-            None => false,
-        }
+        self.daemon.is_running()
     }
 
     /// Kills the process with SIGKILL and reaps it: its ports are closed when this returns.
     /// Does nothing if it is not running.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Fails only if the process already exited; `wait` reaps it either way.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.daemon.kill();
     }
 
     /// Starts mosquitto again with the same ports and config (killing it first if it still
@@ -295,17 +275,7 @@ impl Mosquitto {
     /// # Errors
     /// The broker did not come back within the retry window; the error holds its log.
     pub fn restart(&mut self) -> anyhow::Result<()> {
-        self.kill();
-        let retry_until = Instant::now() + RESTART_BIND_RETRY;
-        loop {
-            match self.launch() {
-                Ok(()) => return Ok(()),
-                Err(LaunchError::PortTaken(_)) if Instant::now() < retry_until => {
-                    std::thread::sleep(POLL_INTERVAL);
-                }
-                Err(LaunchError::PortTaken(e) | LaunchError::Failed(e)) => return Err(e),
-            }
-        }
+        self.daemon.restart(&self.ports.all().collect::<Vec<_>>())
     }
 
     /// CPU seconds (user + system) used by the current process.
@@ -313,19 +283,19 @@ impl Mosquitto {
     /// # Errors
     /// The process is gone.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        crate::procfs::cpu_seconds(self.pid)
+        crate::procfs::cpu_seconds(self.pid())
     }
 
     /// Resident memory of the current process in bytes (0 when it is gone).
     #[must_use]
     pub fn rss_bytes(&self) -> u64 {
-        crate::procfs::rss_bytes(self.pid)
+        crate::procfs::rss_bytes(self.pid())
     }
 
     /// Everything mosquitto has logged so far (all runs, restarts included).
     #[must_use]
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        self.daemon.log()
     }
 
     /// The generated config file.
@@ -340,90 +310,14 @@ impl Mosquitto {
         self.dir.path().join("mosquitto.log")
     }
 
-    /// Spawns the process and waits until it is ready or has failed.
+    /// Spawns the process and waits until every listener is ready, or it has failed.
     fn launch(&mut self) -> Result<(), LaunchError> {
-        let failed = |e: anyhow::Error| LaunchError::Failed(e);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .context("opening mosquitto.log")
-            .map_err(failed)?;
-        let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let stdout = log
-            .try_clone()
-            .context("duplicating the log")
-            .map_err(failed)?;
-        let child = Command::new(&self.bin)
-            .arg("-c")
-            .arg(self.config_path())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("spawning {}", self.bin.display()))
-            .map_err(failed)?;
-        self.pid = child.id();
-        self.child = Some(child);
-
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if !self.is_running() {
-                let log = self.log_since(log_start);
-                let err = anyhow!(
-                    "mosquitto exited while starting (config {}); log:\n{log}",
-                    self.config_path().display()
-                );
-                return Err(if PORT_TAKEN_MARKERS.iter().any(|m| log.contains(m)) {
-                    LaunchError::PortTaken(err)
-                } else {
-                    LaunchError::Failed(err)
-                });
-            }
-            if self.log_since(log_start).contains(RUNNING_MARKER) && self.ports_accept() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                self.kill();
-                return Err(failed(anyhow!(
-                    "mosquitto was not ready after {READY_TIMEOUT:?}; log:\n{}",
-                    self.log_since(log_start)
-                )));
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
-    }
-
-    fn ports_accept(&self) -> bool {
-        self.ports.all().all(|port| {
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-        })
-    }
-
-    fn log_since(&self, offset: u64) -> String {
-        let log = std::fs::read(self.log_path()).unwrap_or_default();
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(log.len());
-        String::from_utf8_lossy(&log[start..]).into_owned()
+        let ports: Vec<u16> = self.ports.all().collect();
+        self.daemon.launch(&ports)
     }
 
     fn render_config(&self) -> String {
         render_config(&self.opts, &self.ports, self.dir.path(), running_as_root())
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!(
-                "--- mosquitto log tail ({}) ---\n{}\n--- end of mosquitto log ---",
-                self.log_path().display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        self.kill();
     }
 }
 
@@ -484,22 +378,7 @@ fn render_config(opts: &MosquittoOptions, ports: &Ports, dir: &Path, as_root: bo
 
 /// The mosquitto binary: `$MOSQUITTO_BIN`, then [`MOSQUITTO_BIN`], then `mosquitto` on PATH.
 fn binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(MOSQUITTO_BIN_ENV) {
-        let path = PathBuf::from(path);
-        return path.is_file().then_some(path);
-    }
-    let default = PathBuf::from(MOSQUITTO_BIN);
-    if default.is_file() {
-        return Some(default);
-    }
-    find_on_path("mosquitto")
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+    find_binary(MOSQUITTO_BIN_ENV, MOSQUITTO_BIN, "mosquitto")
 }
 
 fn create_password_file(path: &Path, user: &str, password: &str) -> anyhow::Result<()> {
