@@ -125,6 +125,30 @@ fn fanout_capacity_thresholds_and_absent_parts_render() {
         page.contains("✗ <code>timeouts==0</code>") && page.contains("✓ <code>p99&lt;50ms</code>")
     );
     assert!(page.contains("clients_with_loss"), "fan-out figures listed");
+    assert!(
+        page.contains("<td>delivery ratio</td><td>0.99857</td>"),
+        "fan-out books"
+    );
+    assert!(page.contains("Delivered 1747500 of 1750000 expected, lost 2500."));
+
+    // fan-out instances merge on their delivery books
+    let f2 = simulate(&Run {
+        scenario: "fanout",
+        instance: "sub-2",
+        seed: 5,
+        faults: vec![],
+        ..Run::default()
+    })
+    .report;
+    let m = merge::merge(&[loaded("f1", &fan), loaded("f2", &f2)]).unwrap();
+    assert_eq!(m["received"], 1747500 + 1750000);
+    assert_eq!(m["expected"], 3500000);
+    assert_eq!(m["delivery_ratio"], (1747500.0 + 1750000.0) / 3500000.0);
+    assert!(!m.contains_key("match_rate") && !m.contains_key("matched"));
+    let cmp = Comparison::of(&loaded("f1", &fan), &loaded("f2", &f2));
+    assert_eq!(cmp.line("timeouts").unwrap().label, "lost");
+    assert_eq!(cmp.line("timeouts").unwrap().change(), -2500.0);
+    assert_eq!(cmp.line("match").unwrap().label, "delivery ratio");
 
     let mut cap = simulate(&Run::default()).report;
     cap["capacity"] = capacity();

@@ -9,7 +9,7 @@ use super::html::{self, Baseline};
 use super::load::{LoadedReport, ReportError};
 use super::merge;
 use clap::{Parser, Subcommand};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -260,7 +260,7 @@ fn merge_cmd(
         .map_err(bad)?;
     let html_path = html_out.unwrap_or_else(|| with_ext(output, "html"));
     write(&html_path, &html::render(&loaded, None))?;
-    print!("{}", summary_text(&loaded.value, reports.len()));
+    print!("{}", summary_text(&loaded, reports.len()));
     eprintln!(
         "merged report written to {} and {}",
         output.display(),
@@ -269,17 +269,17 @@ fn merge_cmd(
     Ok(0)
 }
 
-fn summary_text(m: &Map<String, Value>, n: usize) -> String {
-    let g = |k: &str| m.get(k).cloned().unwrap_or(Value::Null);
-    let l = g("latency_us");
+fn summary_text(m: &LoadedReport, n: usize) -> String {
+    let l = m.value.get("latency_us").cloned().unwrap_or(Value::Null);
     format!(
-        "merged {n} reports ({}): sent {} matched {} timeouts {} match rate {:.5}\n\
+        "merged {n} reports ({}): sent {} {} {} {} {:.5}\n\
          latency (us): p50 {} p90 {} p99 {} p99.9 {} max {}\n",
-        g("scenario").as_str().unwrap_or(""),
-        g("sent"),
-        g("matched"),
-        g("timeouts"),
-        g("match_rate").as_f64().unwrap_or(0.0),
+        m.scenario(),
+        m.u64("sent"),
+        if m.is_fanout() { "received" } else { "matched" },
+        m.resolved_ok(),
+        m.ratio_name(),
+        m.ratio(),
         l["p50"],
         l["p90"],
         l["p99"],

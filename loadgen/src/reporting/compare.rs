@@ -65,7 +65,7 @@ pub const METRICS: &[Metric] = &[
         |r, _, _| r.matched_rate(),
     ),
     m("match", "match rate", Kind::Fraction, true, |r, _, _| {
-        r.f64("match_rate")
+        r.ratio()
     }),
     m("p50", "latency p50", Kind::Micros, false, |_, l, _| {
         l.p50 as f64
@@ -96,10 +96,10 @@ pub const METRICS: &[Metric] = &[
         r.u64("sent") as f64
     }),
     m("matched", "matched", Kind::Count, true, |r, _, _| {
-        r.u64("matched") as f64
+        r.resolved_ok() as f64
     }),
     m("timeouts", "timeouts", Kind::Count, false, |r, _, _| {
-        r.u64("timeouts") as f64
+        r.u64(if r.is_fanout() { "lost" } else { "timeouts" }) as f64
     }),
     m("late", "late", Kind::Count, false, |r, _, _| {
         r.u64("late") as f64
@@ -118,6 +118,17 @@ pub const METRICS: &[Metric] = &[
         r.u64("reconnects") as f64
     }),
 ];
+
+/// Fan-out's words for the metrics whose meaning it changes (the names stay, for `--fail-on`).
+fn fanout_label(metric: &str) -> Option<&'static str> {
+    Some(match metric {
+        "matched_rate" => "delivered rate",
+        "match" => "delivery ratio",
+        "matched" => "received",
+        "timeouts" => "lost",
+        _ => return None,
+    })
+}
 
 /// One line of the comparison.
 #[derive(Clone, Debug, PartialEq)]
@@ -179,7 +190,11 @@ impl Comparison {
             .iter()
             .map(|mt| Line {
                 metric: mt.name,
-                label: mt.label,
+                label: if new.is_fanout() {
+                    fanout_label(mt.name).unwrap_or(mt.label)
+                } else {
+                    mt.label
+                },
                 kind: mt.kind,
                 base: (mt.get)(base, &bl, &bg),
                 new: (mt.get)(new, &nl, &ng),

@@ -6,7 +6,7 @@
 use super::charts;
 use super::compare::{self, Comparison, RuleResult};
 use super::figures::{self, Figure};
-use super::load::{LoadedReport, COUNTS};
+use super::load::{LoadedReport, COUNTS, DELIVERY_COUNTS, REQUEST_COUNTS};
 use super::merge::summary_json;
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
@@ -223,9 +223,10 @@ fn verdict(h: &mut String, r: &LoadedReport, baseline: Option<&Baseline>) {
         (None, "fail") => "FAILED: a threshold or regression rule failed".into(),
         (None, "pass") => "PASSED: every threshold and regression rule holds".into(),
         (None, _) => format!(
-            "{} sent, match rate {:.5}, p99 {:.3} ms (no thresholds set)",
+            "{} sent, {} {:.5}, p99 {:.3} ms (no thresholds set)",
             r.u64("sent"),
-            r.f64("match_rate"),
+            r.ratio_name().replace('_', " "),
+            r.ratio(),
             r.latency.value_at_quantile(0.99) as f64 / 1e3
         ),
     };
@@ -287,10 +288,15 @@ fn books_line(r: &LoadedReport) -> String {
     let unresolved = r.u64("unresolved");
     if r.scenario() == "fanout" {
         return format!(
-            "Delivered {} of {} expected, lost {}.",
+            "Delivered {} of {} expected, lost {}{}.",
             r.u64("received"),
             r.u64("expected"),
-            r.u64("lost")
+            r.u64("lost"),
+            if unresolved > 0 {
+                format!(" ({unresolved} unresolved when the report was written)")
+            } else {
+                String::new()
+            }
         );
     }
     if sent == matched + timeouts {
@@ -346,11 +352,20 @@ fn books(h: &mut String, r: &LoadedReport) {
         "achieved rate",
         &format!("{:.1}/s", r.f64("achieved_rate")),
     );
-    for k in COUNTS {
+    let books = if r.is_fanout() {
+        DELIVERY_COUNTS
+    } else {
+        REQUEST_COUNTS
+    };
+    for k in COUNTS.iter().chain(books) {
         row(h, &k.replace('_', " "), &r.u64(k).to_string());
     }
     row(h, "unresolved", &r.u64("unresolved").to_string());
-    row(h, "match rate", &format!("{:.5}", r.f64("match_rate")));
+    row(
+        h,
+        &r.ratio_name().replace('_', " "),
+        &format!("{:.5}", r.ratio()),
+    );
     h.push_str("</table><table><tr><th>ms</th><th>latency</th><th>schedule lag</th></tr>\n");
     let (l, g) = (summary_json(&r.latency), summary_json(&r.schedule_lag));
     for k in ["min", "mean", "p50", "p90", "p99", "p999", "max"] {
@@ -393,6 +408,7 @@ fn other_fields(m: &Map<String, Value>) -> Vec<(String, String)> {
         "offered_rate",
         "achieved_rate",
         "match_rate",
+        "delivery_ratio",
         "unresolved",
         "start_unix_ms",
         "merged",
@@ -402,6 +418,8 @@ fn other_fields(m: &Map<String, Value>) -> Vec<(String, String)> {
         .filter(|(k, v)| {
             !SHOWN.contains(&k.as_str())
                 && !COUNTS.contains(&k.as_str())
+                && !REQUEST_COUNTS.contains(&k.as_str())
+                && !DELIVERY_COUNTS.contains(&k.as_str())
                 && (v.is_number() || v.is_string() || v.is_boolean())
         })
         .map(|(k, v)| (k.clone(), v.as_str().map_or(v.to_string(), str::to_string)))

@@ -38,15 +38,18 @@ pub enum ReportError {
 /// Counters every report has; merged reports sum them.
 pub const COUNTS: &[&str] = &[
     "sent",
-    "matched",
-    "timeouts",
-    "late",
     "duplicates",
     "invalid",
     "skipped",
     "publish_errors",
     "reconnects",
 ];
+
+/// The request books of rr and pub reports (`sent = matched + timeouts` after the drain).
+pub const REQUEST_COUNTS: &[&str] = &["matched", "timeouts", "late"];
+
+/// The delivery books of fan-out reports (`received + lost = expected`).
+pub const DELIVERY_COUNTS: &[&str] = &["expected", "received", "lost"];
 
 /// A report read back and checked, with its histograms decoded.
 #[derive(Clone, Debug)]
@@ -88,9 +91,15 @@ impl LoadedReport {
                 return Err(field_err(source, f, "is missing or not a string"));
             }
         }
+        let books = if map.get("scenario").and_then(Value::as_str) == Some("fanout") {
+            DELIVERY_COUNTS
+        } else {
+            REQUEST_COUNTS
+        };
         for f in COUNTS
             .iter()
-            .chain(&["duration_s", "match_rate", "offered_rate"])
+            .chain(books)
+            .chain(&["duration_s", "offered_rate"])
         {
             if !map.get(*f).is_some_and(Value::is_number) {
                 return Err(field_err(source, f, "is missing or not a number"));
@@ -177,11 +186,48 @@ impl LoadedReport {
         self.value.get("start_unix_ms").and_then(as_count)
     }
 
-    /// Measured requests matched per second.
+    pub fn is_fanout(&self) -> bool {
+        self.scenario() == "fanout"
+    }
+
+    /// What was answered or delivered: `matched` (rr, pub) or `received` (fan-out).
+    pub fn resolved_ok(&self) -> u64 {
+        self.u64(if self.is_fanout() {
+            "received"
+        } else {
+            "matched"
+        })
+    }
+
+    /// The run's success ratio: `match_rate = matched / sent` (rr, pub) or
+    /// `delivery_ratio = received / expected` (fan-out), computed from the books.
+    pub fn ratio(&self) -> f64 {
+        let (num, den) = if self.is_fanout() {
+            (self.u64("received"), self.u64("expected"))
+        } else {
+            (self.u64("matched"), self.u64("sent"))
+        };
+        if den == 0 {
+            0.0
+        } else {
+            (num as f64 / den as f64).min(1.0)
+        }
+    }
+
+    /// The name of that ratio in reports.
+    pub fn ratio_name(&self) -> &'static str {
+        if self.is_fanout() {
+            "delivery_ratio"
+        } else {
+            "match_rate"
+        }
+    }
+
+    /// Answers (rr, pub) or deliveries (fan-out) per second over the measured window.
     pub fn matched_rate(&self) -> f64 {
         let d = self.f64("duration_s");
         if d > 0.0 {
-            self.u64("matched") as f64 / d
+            self.resolved_ok() as f64 / d
         } else {
             0.0
         }

@@ -3,7 +3,7 @@
 //! lined up on wall-clock seconds, and one row per instance kept under `instances`.
 
 use super::hist;
-use super::load::{as_count, LoadedReport, ReportError, COUNTS};
+use super::load::{as_count, LoadedReport, ReportError, COUNTS, REQUEST_COUNTS};
 use super::timeline;
 use serde_json::{Map, Value};
 
@@ -40,6 +40,7 @@ const INSTANCE_FIELDS: &[&str] = &[
     "offered_rate",
     "achieved_rate",
     "match_rate",
+    "delivery_ratio",
     "unresolved",
     "received",
     "lost",
@@ -106,7 +107,7 @@ pub fn merge(reports: &[LoadedReport]) -> Result<Map<String, Value>, ReportError
             out.insert((*k).into(), round3(sum).into());
         }
     }
-    for k in COUNTS.iter().chain(FANOUT_SUMS) {
+    for k in COUNTS.iter().chain(REQUEST_COUNTS).chain(FANOUT_SUMS) {
         if reports.iter().any(|r| r.value.contains_key(*k)) {
             let sum: u64 = reports.iter().map(|r| r.u64(k)).sum();
             out.insert((*k).into(), sum.into());
@@ -121,7 +122,12 @@ pub fn merge(reports: &[LoadedReport]) -> Result<Map<String, Value>, ReportError
             out.insert((*k).into(), m.into());
         }
     }
-    out.insert("match_rate".into(), match_rate(&out, reports).into());
+    let ratio = ratio(&out, first.is_fanout());
+    out.insert(first.ratio_name().into(), ratio.into());
+    if first.is_fanout() && reports.iter().any(|r| r.value.contains_key("match_rate")) {
+        // fan-out reports of earlier versions called the delivery ratio match_rate
+        out.insert("match_rate".into(), ratio.into());
+    }
 
     let mut latency = hist::empty();
     let mut lag = hist::empty();
@@ -157,10 +163,11 @@ pub fn merge(reports: &[LoadedReport]) -> Result<Map<String, Value>, ReportError
     Ok(out)
 }
 
-/// matched / sent, or for fan-out received / expected when every instance counts `expected`.
-fn match_rate(out: &Map<String, Value>, reports: &[LoadedReport]) -> f64 {
+/// The fleet's `match_rate` (matched / sent) or fan-out `delivery_ratio` (received / expected),
+/// from the summed books.
+fn ratio(out: &Map<String, Value>, fanout: bool) -> f64 {
     let get = |k: &str| out.get(k).and_then(as_count).unwrap_or(0) as f64;
-    let (num, den) = if reports.iter().all(|r| r.value.contains_key("expected")) {
+    let (num, den) = if fanout {
         (get("received"), get("expected"))
     } else {
         (get("matched"), get("sent"))
@@ -207,7 +214,7 @@ fn merge_config(reports: &[LoadedReport]) -> (Map<String, Value>, Vec<Map<String
 fn instance_row(r: &LoadedReport, config_differs: Map<String, Value>) -> Value {
     let mut row = Map::new();
     row.insert("source".into(), r.source.clone().into());
-    for k in INSTANCE_FIELDS.iter().chain(COUNTS) {
+    for k in INSTANCE_FIELDS.iter().chain(COUNTS).chain(REQUEST_COUNTS) {
         if let Some(v) = r.value.get(*k) {
             row.insert((*k).into(), v.clone());
         }

@@ -144,7 +144,16 @@ pub fn simulate(run: &Run) -> Sample {
         "timeline": rows,
     });
     if run.scenario == "fanout" {
+        // fan-out books: deliveries instead of requests
         let m = r.as_object_mut().unwrap();
+        for k in ["matched", "timeouts", "late", "match_rate"] {
+            m.remove(k);
+        }
+        m.insert("role".into(), "both".into());
+        m.insert(
+            "delivery_ratio".into(),
+            (matched as f64 / sent as f64).into(),
+        );
         m.insert("clients".into(), 500.into());
         m.insert("subjects".into(), 10.into());
         m.insert("received".into(), (matched * 50).into());
