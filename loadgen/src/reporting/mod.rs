@@ -10,6 +10,7 @@ pub mod hist;
 pub mod html;
 pub mod load;
 pub mod merge;
+pub mod run;
 pub mod start_at;
 pub mod timeline;
 
