@@ -233,6 +233,10 @@ fn merge_is_exact_sums_books_and_lines_up_wall_seconds() {
     assert_eq!(inst[1]["instance_id"], "lg-b");
     assert_eq!(inst[1]["source"], "b.json");
     assert_eq!(inst[1]["latency_us"]["p99"], Summary::of(&b.latency).p99);
+    assert_eq!(
+        inst[1]["histograms"], b.report["histograms"],
+        "kept as served"
+    );
     assert_eq!(m.value["config"]["INSTANCE_ID"], "(differs per instance)");
     assert_eq!(inst[0]["config"]["INSTANCE_ID"], "lg-a");
 

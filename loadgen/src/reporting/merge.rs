@@ -221,6 +221,11 @@ fn instance_row(r: &LoadedReport, config_differs: Map<String, Value>) -> Value {
     }
     row.insert("latency_us".into(), summary_json(&r.latency));
     row.insert("schedule_lag_us".into(), summary_json(&r.schedule_lag));
+    // each instance's own histograms, as it served them: a merged report can be checked,
+    // re-merged or plotted per instance
+    if let Some(h) = r.value.get("histograms") {
+        row.insert("histograms".into(), h.clone());
+    }
     if !config_differs.is_empty() {
         row.insert("config".into(), Value::Object(config_differs));
     }
