@@ -32,6 +32,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,mqtt5=warn")),
         )
+        .with_ansi(stdout_colour())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -142,4 +143,11 @@ fn addr_var(name: &str) -> Result<Option<SocketAddr>, String> {
         .parse()
         .map(Some)
         .map_err(|_| format!("invalid {name}={value:?}: expected an IP:port such as 0.0.0.0:1883"))
+}
+
+/// ANSI colour in the log (stdout) only on a terminal and without `NO_COLOR`: `make up` and the
+/// benchmarks redirect it to files.
+fn stdout_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -199,13 +199,21 @@ pub fn config_exit(e: &ConfigError) -> ! {
     std::process::exit(EXIT_CONFIG)
 }
 
-/// Logging to stderr, `RUST_LOG` or `info`.
+/// Whether stderr takes ANSI colour: only a terminal does, and `NO_COLOR` (any non-empty value)
+/// turns it off there too; redirected logs stay plain text.
+pub fn stderr_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Logging to stderr, `RUST_LOG` or `info`; coloured only on a terminal ([`stderr_colour`]).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(stderr_colour())
         .with_target(false)
         .try_init();
 }
