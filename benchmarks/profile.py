@@ -7,7 +7,9 @@
 
 Writes /tmp/perf-<scenario>-<role>.data and prints the top of `perf report --no-children`,
 plus the syscall counts of the process over the same window (`perf trace -s` when available,
-else `strace -c`). BIN, RATE and SECONDS override the defaults.
+else `strace -c`). BIN, RATE and SECONDS override the defaults. BIN defaults to
+target/profiling (`cargo build --profile profiling -p loadgen -p worker`: release code with the
+debug info that call graphs need, which the release profile leaves out).
 """
 
 import os
@@ -16,6 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("BIN", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "profiling"))
 import bench  # noqa: E402
 
 
@@ -23,6 +26,9 @@ def main():
     if len(sys.argv) != 3 or sys.argv[1] not in ("rr", "pub") or sys.argv[2] not in ("loadgen", "worker", "broker"):
         sys.exit(__doc__)
     scenario, role = sys.argv[1], sys.argv[2]
+    for b in ("loadgen", "worker"):
+        if not (bench.BIN / b).exists():
+            sys.exit(f"{bench.BIN / b} missing: cargo build --profile profiling -p loadgen -p worker (or set BIN)")
     rate = int(os.environ.get("RATE") or (bench.PUB_RATE if scenario == "pub" else bench.RR_RATE))
     seconds = int(os.environ.get("SECONDS") or 10)
     stack = bench.Stack(f"profile-{scenario}")
