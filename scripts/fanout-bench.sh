@@ -6,9 +6,10 @@
 # subscribers share the loadgen process, so latency uses one monotonic clock and the books are
 # exact.
 #
-# Writes benchmarks/results/$NAME.json (+ .md): memory per connection (loadgen RSS delta over
-# the ramp / connections), delivered msg/s, latency percentiles, loss, CPU of loadgen and broker
-# during the measured window, and the full loadgen report.
+# Writes $NAME.json (+ .md): memory per connection (loadgen RSS delta over the ramp /
+# connections), delivered msg/s, latency percentiles, loss, CPU of loadgen and broker during the
+# measured window, and the full loadgen report; into a new .run/runs/<time>-$NAME/ directory, or
+# the committed benchmarks/results/ with UPDATE_RESULTS=1 (RESULTS_DIR overrides both).
 #
 #   scripts/fanout-bench.sh                              # embedded broker (default)
 #   BENCH_BROKER=mosquitto WS_PORTS=4 scripts/fanout-bench.sh
@@ -32,8 +33,8 @@ DURATION_SEC=${DURATION_SEC:-60}
 NAME=${NAME:-fanout-15k}
 LOADGEN_BIN=${LOADGEN_BIN:-target/release/loadgen}
 RR_BROKER_BIN=${RR_BROKER_BIN:-target/release/rr-broker}
-OUT=benchmarks/results
-mkdir -p "$OUT"
+. "$(dirname "${BASH_SOURCE[0]}")/run-lib.sh"  # results_dir
+OUT=$(results_dir "$NAME")
 RUN=$(mktemp -d /tmp/fanout-bench.XXXXXX)
 
 die() { echo "fanout-bench: $*" >&2; exit 1; }
@@ -202,3 +203,4 @@ open(base + ".md", "w").write(md)
 print(md)
 PY
 echo "results: $OUT/$NAME.json $OUT/$NAME.md"
+results_note "$OUT"

@@ -4,7 +4,8 @@
 # local broker, and samples the loadgen's resident memory after IDLE_SEC of idling:
 #   per connection = (RSS idle - RSS before the ramp) / connections, for each run, and
 #   slope          = (RSS idle LARGE - RSS idle SMALL) / (LARGE - SMALL), free of fixed costs.
-# Writes benchmarks/results/fanout-memory.json (+ .md).
+# Writes fanout-memory.json (+ .md) to a new .run/runs/<time>-fanout-memory/ directory, or to the
+# committed benchmarks/results/ with UPDATE_RESULTS=1 (RESULTS_DIR overrides both).
 #
 # Variables (default): SMALL (2000), LARGE (12000), IDLE_SEC (10), SOURCES (4),
 # BENCH_BROKER (mosquitto when installed, else embedded), LOADGEN_BIN, RR_BROKER_BIN, MOSQUITTO_BIN.
@@ -21,8 +22,8 @@ MOSQ=${MOSQUITTO_BIN:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
 if [ -z "${BENCH_BROKER:-}" ]; then
   if [ -x "$MOSQ" ]; then BENCH_BROKER=mosquitto; else BENCH_BROKER=embedded; fi
 fi
-OUT=benchmarks/results
-mkdir -p "$OUT"
+. "$(dirname "${BASH_SOURCE[0]}")/run-lib.sh"  # results_dir
+OUT=$(results_dir fanout-memory)
 RUN=$(mktemp -d /tmp/fanout-memory.XXXXXX)
 
 die() { echo "fanout-memory: $*" >&2; exit 1; }
@@ -134,3 +135,4 @@ Reproduce: `scripts/fanout-memory.sh`.
 open(f"{e['OUT']}/fanout-memory.md", "w").write(md)
 print(md)
 PY
+results_note "$OUT"

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Shows that 1,000,000 virtual clients fit in a small loadgen: runs loadgen with
 # VIRTUAL_CLIENTS=1000000 INTERVAL_MS=60000 (16,667 req/s) against a local broker and worker,
-# samples its resident memory every second, and writes the result to
-# benchmarks/results/memory-1m.txt (quoted in the README).
+# samples its resident memory every second, and writes the result to memory-1m.txt in a new
+# .run/runs/<time>-memory-1m/ directory (with the logs and the loadgen's report), or to the
+# committed benchmarks/results/memory-1m.txt (quoted in the README) with UPDATE_RESULTS=1;
+# RESULTS_DIR overrides both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/run-lib.sh
 BIN=${BIN:-target/release}
 DUR=${DURATION_SEC:-30}
-OUT=benchmarks/results/memory-1m.txt
-mkdir -p benchmarks/results
+dir=$(results_dir memory-1m)
+OUT=$dir/memory-1m.txt
 tmp=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 BP=$(port); WP=$(port); LP=$(port)
@@ -42,3 +45,6 @@ print(f"offered {r['offered_rate']:.0f} req/s, achieved {r['achieved_rate']:.0f}
 l = r['latency_us']; print(f"latency us: p50 {l['p50']} p99 {l['p99']} max {l['max']}")
 PY
 cat "$OUT"
+# A scratch run keeps its logs and report beside the result.
+[ "$dir" = benchmarks/results ] || cp "$tmp"/*.log "$tmp"/loadgen.* "$tmp"/report.json "$dir"/ 2>/dev/null || true
+results_note "$dir"

@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
 # `make up`: start a broker (unless BROKER is set), one worker and one loadgen in the foreground.
 # Local broker: mosquitto when installed (installed here when root), else the embedded mqtt5
-# broker (target/release/rr-broker). Ctrl-C stops the loadgen (it drains and prints its report),
-# then everything this script started. State and logs live in .run/.
+# broker (rr-broker). Ctrl-C stops the loadgen (it drains and prints its report), then everything
+# this script started. Each run keeps its files in .run/runs/<YYYYmmdd-HHMMSS>-<scenario>/
+# (broker.log, worker.log, loadgen.log with everything the loadgen printed, report.json,
+# report.html once the loadgen writes HTML), .run/runs/latest points at the newest, and the pids
+# of the running processes are in .run/*.pid for `make down` (RUN_STATE moves .run elsewhere).
+# Variables: SCENARIO (rr), BIN (target/release), METRICS_PORT (8090), WORKER_METRICS_PORT (8080),
+# BROKER_PORT (1883), BROKER_WS_PORT (8083), REPORT_JSON / REPORT_HTML (in the run directory),
+# UP_DEFAULTED (set by the Makefile: the load variables it defaulted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=.run; mkdir -p "$RUN"
-BIN=target/release
+. scripts/run-lib.sh
+BIN=${BIN:-target/release}
 SCENARIO=${SCENARIO:-rr}
 LOADGEN_PORT=${METRICS_PORT:-8090}
 WORKER_PORT=${WORKER_METRICS_PORT:-8080}
 BROKER_PORT=${BROKER_PORT:-1883}
 WS_PORT=${BROKER_WS_PORT:-8083}
+mkdir -p "$RUN_STATE"
+RUN=$(new_run_dir "$SCENARIO")
+echo "run: $RUN (logs, report; $RUNS_ROOT/latest points here)"
 
 pids=()
+tee_pid=""
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -f "$RUN"/*.pid
+  rm -f "$RUN_STATE"/*.pid "$RUN/loadgen.fifo"
 }
 trap cleanup EXIT
 
@@ -26,7 +36,7 @@ wait_port() { for _ in $(seq 1 100); do port_free "$1" || return 0; sleep 0.1; d
 
 if [ -z "${BROKER:-}" ]; then
   port_free "$BROKER_PORT" || { echo "port $BROKER_PORT is taken: set BROKER=mqtt://host:port to use that broker, or BROKER_PORT=..." >&2; exit 1; }
-  bash scripts/install-deps.sh || true
+  bash scripts/install-deps.sh run || true
   if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then
     MOSQ=$(command -v mosquitto || echo /usr/sbin/mosquitto)
     cat > "$RUN/mosquitto.conf" <<CONF
@@ -42,34 +52,55 @@ CONF
     echo "broker: mosquitto on mqtt://127.0.0.1:$BROKER_PORT (WebSocket ws://127.0.0.1:$WS_PORT/mqtt), log $RUN/broker.log"
   else
     BROKER_BIND=127.0.0.1:$BROKER_PORT BROKER_WS_BIND=127.0.0.1:$WS_PORT setsid "$BIN/rr-broker" >"$RUN/broker.log" 2>&1 &
-    echo "broker: embedded mqtt5 broker on mqtt://127.0.0.1:$BROKER_PORT (WebSocket ws://127.0.0.1:$WS_PORT/mqtt)"
+    echo "broker: embedded mqtt5 broker on mqtt://127.0.0.1:$BROKER_PORT (WebSocket ws://127.0.0.1:$WS_PORT/mqtt), log $RUN/broker.log"
   fi
-  pids+=($!); echo $! > "$RUN/broker.pid"
+  pids+=($!); echo $! > "$RUN_STATE/broker.pid"
   wait_port "$BROKER_PORT"
   export BROKER=mqtt://127.0.0.1:$BROKER_PORT
   export GATEWAY_URLS=${GATEWAY_URLS:-ws://127.0.0.1:$WS_PORT/mqtt}
+  export PUBLISH_BROKER=${PUBLISH_BROKER:-$BROKER}
 fi
 
 if [ "$SCENARIO" = "rr" ]; then
   METRICS_PORT=$WORKER_PORT setsid "$BIN/worker" >"$RUN/worker.log" 2>&1 &
-  pids+=($!); echo $! > "$RUN/worker.pid"
+  pids+=($!); echo $! > "$RUN_STATE/worker.pid"
   wait_port "$WORKER_PORT"
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$WORKER_PORT/ready" >/dev/null 2>&1 && break; sleep 0.1; done
   echo "worker: http://127.0.0.1:$WORKER_PORT/metrics  http://127.0.0.1:$WORKER_PORT/stats  (log $RUN/worker.log)"
   export WORKER_STATS_URLS=${WORKER_STATS_URLS:-http://127.0.0.1:$WORKER_PORT/stats}
 fi
-echo "loadgen: http://127.0.0.1:$LOADGEN_PORT/metrics  http://127.0.0.1:$LOADGEN_PORT/stats  dashboard http://127.0.0.1:$LOADGEN_PORT/"
+
+# The load, and why make up's default differs from the binary's (INTERVAL_MS=2000, 50,000 req/s).
+if [ "$SCENARIO" != fanout ] && [ -n "${VIRTUAL_CLIENTS:-}" ] && [ -n "${INTERVAL_MS:-}" ] &&
+   [ "${INTERVAL_MS:-0}" -gt 0 ] 2>/dev/null; then
+  rate=$(( VIRTUAL_CLIENTS * 1000 / INTERVAL_MS ))
+  load="load: VIRTUAL_CLIENTS=$VIRTUAL_CLIENTS x one request per INTERVAL_MS=$INTERVAL_MS = $rate req/s"
+  case " ${UP_DEFAULTED:-} " in
+    *" INTERVAL_MS "*) echo "$load: make up's default, sized for broker + worker + loadgen on one 2-core machine; the loadgen binary alone defaults to INTERVAL_MS=2000 (50,000 req/s from 100,000 clients). Change it: make up INTERVAL_MS=2000" ;;
+    *) echo "$load (as set)" ;;
+  esac
+fi
+echo "loadgen: http://127.0.0.1:$LOADGEN_PORT/metrics  http://127.0.0.1:$LOADGEN_PORT/stats  dashboard http://127.0.0.1:$LOADGEN_PORT/  (log $RUN/loadgen.log)"
 echo "Ctrl-C stops the run, drains in-flight requests and prints the summary."
 export METRICS_PORT=$LOADGEN_PORT SCENARIO
 export REPORT_JSON=${REPORT_JSON:-$RUN/report.json}
+export REPORT_HTML=${REPORT_HTML:-$RUN/report.html}
 # Broker and worker run in their own sessions (setsid) so Ctrl-C reaches only the loadgen,
-# which stops sending, drains against a live broker and worker, and writes the report.
+# which stops sending, drains against a live broker and worker, and writes the report. Its output
+# goes to the terminal and to loadgen.log through tee, which ignores Ctrl-C (-i) so it keeps
+# copying the drain and the summary.
+mkfifo "$RUN/loadgen.fifo"
+tee -i "$RUN/loadgen.log" < "$RUN/loadgen.fifo" &
+tee_pid=$!
 set +e
-"$BIN/loadgen" &
-lg=$!; echo $lg > "$RUN/loadgen.pid"
+"$BIN/loadgen" > "$RUN/loadgen.fifo" 2>&1 &
+lg=$!; echo $lg > "$RUN_STATE/loadgen.pid"
 trap 'kill -INT $lg 2>/dev/null' INT TERM
 wait $lg; rc=$?
 while kill -0 $lg 2>/dev/null; do wait $lg; rc=$?; done
+wait "$tee_pid"
 trap cleanup EXIT
 echo "report: $REPORT_JSON"
+[ -f "$REPORT_HTML" ] && echo "report: $REPORT_HTML"
+echo "logs: $RUN (make logs)"
 exit $rc

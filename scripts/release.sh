@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# `make release`: release build of loadgen, worker and the embedded broker. When the binaries are
+# not there yet it says first what the build does and roughly how long it takes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${CARGO_TARGET_DIR:-target}/release
+if [ ! -x "$out/loadgen" ] || [ ! -x "$out/worker" ] || [ ! -x "$out/rr-broker" ]; then
+  echo "first release build: cargo compiles about 200 crates (tokio, rustls, the embedded mqtt5 broker, ...);"
+  echo "about 5 minutes on 2 cores, less with more; later builds take seconds. Only the binaries? cargo install --path loadgen"
+fi
+exec cargo build --release -p loadgen -p worker -p rr-broker
