@@ -3,8 +3,9 @@
 # Local broker: mosquitto when installed (installed here when root), else the embedded mqtt5
 # broker (rr-broker). Ctrl-C stops the loadgen (it drains and prints its report), then everything
 # this script started. Each run keeps its files in .run/runs/<YYYYmmdd-HHMMSS>-<scenario>/
-# (broker.log, worker.log, loadgen.log with everything the loadgen printed, report.json,
-# report.html once the loadgen writes HTML), .run/runs/latest points at the newest, and the pids
+# (broker.log, worker.log, loadgen.log with everything the loadgen printed, report.json and
+# report.html, written by `loadgen report` after the run unless the loadgen wrote it itself),
+# .run/runs/latest points at the newest, and the pids
 # of the running processes are in .run/*.pid for `make down` (RUN_STATE moves .run elsewhere).
 # Variables: SCENARIO (rr), BIN (target/release), METRICS_PORT (8090), WORKER_METRICS_PORT (8080),
 # BROKER_PORT (1883), BROKER_WS_PORT (8083), REPORT_JSON / REPORT_HTML (in the run directory),
@@ -100,7 +101,12 @@ wait $lg; rc=$?
 while kill -0 $lg 2>/dev/null; do wait $lg; rc=$?; done
 wait "$tee_pid"
 trap cleanup EXIT
-echo "report: $REPORT_JSON"
+# The HTML report of the run, unless the loadgen wrote one itself.
+if [ -s "$REPORT_JSON" ] && [ ! -e "$REPORT_HTML" ]; then
+  "$BIN/loadgen" report "$REPORT_JSON" -o "$REPORT_HTML" >>"$RUN/loadgen.log" 2>&1 ||
+    echo "no HTML report: 'loadgen report' failed, see $RUN/loadgen.log"
+fi
+[ -f "$REPORT_JSON" ] && echo "report: $REPORT_JSON"
 [ -f "$REPORT_HTML" ] && echo "report: $REPORT_HTML"
 echo "logs: $RUN (make logs)"
 exit $rc

@@ -33,6 +33,8 @@ check "run directories are named <YYYYmmdd-HHMMSS>-rr" \
 check "latest points at the second run" test "$(cd "$runs/latest" && pwd -P)" = "$(cd "$runs/$second" && pwd -P)"
 contains "up prints the run directory" "$out2" "^run: $runs/$second "
 contains "up prints where the report went" "$out2" "^report: $runs/$second/report.json"
+[ -f "$runs/$second/report.html" ] &&
+  contains "up prints where the HTML report went" "$out2" "^report: $runs/$second/report.html"
 contains "up says the load and why it is make up's default" "$out2" \
   "^load: VIRTUAL_CLIENTS=1000 x one request per INTERVAL_MS=1000 = 1000 req/s: make up's default, sized for .*2-core.*INTERVAL_MS=2000"
 
@@ -42,6 +44,13 @@ for r in "$first" "$second"; do
 import json, sys
 r = json.load(open('$d/report.json'))
 sys.exit(0 if r['scenario'] == 'rr' and r['sent'] > 0 and r['matched'] == r['sent'] - r['timeouts'] else 1)"
+  # report.html comes from `loadgen report`, which refuses a report without histograms: where
+  # it accepts this run's JSON, up.sh must have written the page.
+  if "$BIN/loadgen" report "$d/report.json" -o "$T_TMP/check.html" >/dev/null 2>&1; then
+    check "$r: report.html is the run's HTML report" grep -qi "<html" "$d/report.html"
+  else
+    contains "$r: without an HTML report, up.sh says why" "$(cat "$d/loadgen.log")" "loadgen report|histogram"
+  fi
   for log in broker worker loadgen; do
     check "$r: $log.log kept" test -s "$d/$log.log"
   done
