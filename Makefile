@@ -62,7 +62,9 @@ lint: ## rustfmt and clippy, warnings are errors
 	cargo clippy --workspace --all-targets -- -D warnings
 
 test-rust: ## The Rust test suite (integration tests start their own brokers on free ports)
-	cargo test --workspace --no-fail-fast -- --test-threads=1
+	@# the `make up` defaults exported above are not the binaries' defaults the tests check
+	env -u VIRTUAL_CLIENTS -u INTERVAL_MS -u CONNECTIONS -u UP_DEFAULTED \
+	  cargo test --workspace --no-fail-fast -- --test-threads=1
 
 test-scripts: ## Shell tests of the scripts (scripts/tests/*.sh): run directories, k8s pre-flight, colour
 	@bash scripts/tests/run-all.sh
