@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 out=${CARGO_TARGET_DIR:-target}/release
 if [ ! -x "$out/loadgen" ] || [ ! -x "$out/worker" ] || [ ! -x "$out/rr-broker" ]; then
   echo "first release build: cargo compiles about 210 crates (tokio, rustls, the embedded mqtt5 broker, ...),"
-  echo "some 10 minutes of CPU: about 5 minutes on 2 idle cores, less with more; later builds take seconds."
+  echo "some 9 minutes of CPU: about 5 minutes on 2 idle cores, less with more; later builds take seconds."
 fi
 exec cargo build --release -p loadgen -p worker -p rr-broker
