@@ -1,14 +1,16 @@
-//! Micro-benchmarks of the wire codec: PUBLISH encode/decode as loadgen and worker use them.
+//! Micro-benchmarks of the MQTT codec: PUBLISH encode/decode as loadgen and worker use them.
 //! `cargo bench -p rr-common --bench codec`; per-operation figures are in benchmarks/README.md.
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use rr_common::codec::{self, Correlation, OutPublish, Protocol};
+use rr_common::codec::{self as wire, Correlation};
+use rr_common::mqtt::codec::{self, Protocol};
+use rr_common::mqtt::Encoder;
 use std::hint::black_box;
 
 const BODY: [u8; 256] = [b'a'; 256];
 
-fn corr() -> [u8; codec::CORRELATION_LEN] {
+fn corr() -> [u8; wire::CORRELATION_LEN] {
     Correlation {
         run: 0xdead_beef,
         client: 123_456,
@@ -18,39 +20,9 @@ fn corr() -> [u8; codec::CORRELATION_LEN] {
 }
 
 /// One request as loadgen encodes it (MQTT 5 properties, or the 3.1.1 payload header).
-fn encode_request(buf: &mut BytesMut, head: &mut BytesMut, proto: Protocol) {
-    let c = corr();
+fn encode_request(buf: &mut BytesMut, proto: Protocol) {
     let reply = b"resp/bench-host/17";
-    match proto {
-        Protocol::V5 => codec::encode_publish(
-            buf,
-            proto,
-            &OutPublish {
-                topic: b"req/123",
-                qos: 0,
-                pkid: 0,
-                response_topic: Some(reply),
-                correlation: Some(&c),
-                payload: &[&BODY],
-            },
-        ),
-        Protocol::V4 => {
-            head.clear();
-            codec::encode_header(head, reply, &c);
-            codec::encode_publish(
-                buf,
-                proto,
-                &OutPublish {
-                    topic: b"req/123",
-                    qos: 0,
-                    pkid: 0,
-                    response_topic: None,
-                    correlation: None,
-                    payload: &[&head[..], &BODY],
-                },
-            )
-        }
-    }
+    Encoder { proto }.request(buf, b"req/123", reply, &corr(), &BODY, 0);
 }
 
 fn bench_codec(c: &mut Criterion) {
@@ -59,23 +31,27 @@ fn bench_codec(c: &mut Criterion) {
     for (name, proto) in [("v5", Protocol::V5), ("v4", Protocol::V4)] {
         g.bench_function(format!("encode_publish/{name}/256B"), |b| {
             let mut buf = BytesMut::with_capacity(64 * 1024);
-            let mut head = BytesMut::with_capacity(64);
             b.iter(|| {
                 if buf.len() > 60 * 1024 {
                     buf.clear();
                 }
-                encode_request(&mut buf, &mut head, black_box(proto));
+                encode_request(&mut buf, black_box(proto));
             })
         });
         let mut one = BytesMut::new();
-        encode_request(&mut one, &mut BytesMut::new(), proto);
+        encode_request(&mut one, proto);
         let frame_bytes = one.freeze();
         g.bench_function(format!("decode_publish+reply_to/{name}/256B"), |b| {
             b.iter(|| {
                 let bytes = black_box(&frame_bytes[..]);
                 let f = codec::next_frame(bytes, 1 << 20).unwrap().unwrap();
                 let p = codec::decode_publish(bytes, f, proto).unwrap();
-                black_box(codec::reply_to(&p).unwrap());
+                black_box(
+                    codec::to_message(&p, f.total_len)
+                        .unwrap()
+                        .reply_to
+                        .unwrap(),
+                );
             })
         });
         // The worker's whole per-request codec work: decode, find the reply address, encode the answer.
@@ -88,8 +64,8 @@ fn bench_codec(c: &mut Criterion) {
                 let bytes = black_box(&frame_bytes[..]);
                 let f = codec::next_frame(bytes, 1 << 20).unwrap().unwrap();
                 let p = codec::decode_publish(bytes, f, proto).unwrap();
-                let r = codec::reply_to(&p).unwrap();
-                codec::encode_response(&mut out, proto, &r, 0, 0, b"ok");
+                let m = codec::to_message(&p, f.total_len).unwrap();
+                Encoder { proto }.answer(&mut out, &m, b"ok", 0);
             })
         });
         // loadgen's per-reply codec work: frame, decode, extract the correlation.
@@ -97,8 +73,8 @@ fn bench_codec(c: &mut Criterion) {
         {
             let f = codec::next_frame(&frame_bytes, 1 << 20).unwrap().unwrap();
             let p = codec::decode_publish(&frame_bytes, f, proto).unwrap();
-            let r = codec::reply_to(&p).unwrap();
-            codec::encode_response(&mut resp, proto, &r, 0, 0, b"ok");
+            let m = codec::to_message(&p, f.total_len).unwrap();
+            Encoder { proto }.answer(&mut resp, &m, b"ok", 0);
         }
         let resp = resp.freeze();
         g.bench_function(format!("decode_response_correlation/{name}"), |b| {
@@ -106,14 +82,15 @@ fn bench_codec(c: &mut Criterion) {
                 let bytes = black_box(&resp[..]);
                 let f = codec::next_frame(bytes, 1 << 20).unwrap().unwrap();
                 let p = codec::decode_publish(bytes, f, proto).unwrap();
-                black_box(codec::response_correlation(&p).unwrap())
+                let m = codec::to_message(&p, f.total_len).unwrap();
+                black_box(Correlation::from_bytes(m.correlation.unwrap()).unwrap())
             })
         });
     }
     // Framing a read of 100 back-to-back answers.
     let mut many = BytesMut::new();
     for _ in 0..100 {
-        encode_request(&mut many, &mut BytesMut::new(), Protocol::V5);
+        encode_request(&mut many, Protocol::V5);
     }
     g.throughput(Throughput::Elements(100));
     g.bench_function("next_frame/100_frames", |b| {

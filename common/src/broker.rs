@@ -2,7 +2,6 @@
 //! and aliases), MQTT version, credentials and TLS files, shared by every binary.
 
 use crate::cli::ConfigError;
-use crate::codec::Protocol;
 use clap::Args;
 use std::fmt;
 use std::path::PathBuf;
@@ -108,6 +107,15 @@ impl std::str::FromStr for BrokerUrl {
             path,
         })
     }
+}
+
+/// MQTT protocol level of a connection.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Protocol {
+    /// MQTT 3.1.1
+    V4,
+    /// MQTT 5
+    V5,
 }
 
 /// MQTT protocol version as configured (`5` or `3`).

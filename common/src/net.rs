@@ -294,11 +294,10 @@ impl WireWriter {
     }
 }
 
-/// WebSocket settings with small buffers (default buffers cost ~135 KiB per connection). The
-/// message limit lies above the largest MQTT packet we accept, so an oversized packet is skipped
-/// by the MQTT reader (counted as malformed) instead of breaking the WebSocket.
-pub fn lean_ws_config() -> WebSocketConfig {
-    let limit = 2 * crate::mqtt::MAX_PACKET;
+/// WebSocket settings with small buffers (default buffers cost ~135 KiB per connection), reading
+/// messages up to `limit` bytes. A transport sets the limit above the largest packet it accepts,
+/// so an oversized packet is skipped by its reader (counted) instead of breaking the WebSocket.
+pub fn lean_ws_config(limit: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
@@ -348,12 +347,14 @@ async fn tcp_connect(url: &BrokerUrl, bind: Option<IpAddr>) -> Result<TcpStream,
     Err(last.unwrap_or_else(|| TransportError::Resolve(url.authority())))
 }
 
-/// Opens the transport named by `url` (without any MQTT traffic yet).
+/// Opens the byte stream named by `url` (no broker protocol traffic yet); WebSocket messages
+/// up to `ws_limit` bytes are read (see [`lean_ws_config`]).
 pub async fn open(
     url: &BrokerUrl,
     opts: &ConnectOptions,
     tls: Option<&Arc<rustls::ClientConfig>>,
     bind: Option<IpAddr>,
+    ws_limit: usize,
 ) -> Result<(WireReader, WireWriter), TransportError> {
     let tcp = tcp_connect(url, bind).await?;
     if !url.scheme.is_tls() && !url.scheme.is_ws() {
@@ -391,25 +392,28 @@ pub async fn open(
             "Sec-WebSocket-Protocol",
             "mqtt".parse().expect("static header"),
         );
-        let (ws, _resp) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(lean_ws_config()))
-                .await
-                .map_err(|e| match e {
-                    // with TLS 1.3 a refused client certificate shows up here, as an alert
-                    tokio_tungstenite::tungstenite::Error::Io(source)
-                        if rustls_error(&source).is_some() =>
-                    {
-                        TransportError::Tls {
-                            addr: url.authority(),
-                            source,
-                        }
-                    }
-                    tokio_tungstenite::tungstenite::Error::Io(source) => TransportError::Connect {
-                        addr: url.authority(),
-                        source,
-                    },
-                    other => ws_err(other.to_string()),
-                })?;
+        let (ws, _resp) = tokio_tungstenite::client_async_with_config(
+            request,
+            stream,
+            Some(lean_ws_config(ws_limit)),
+        )
+        .await
+        .map_err(|e| match e {
+            // with TLS 1.3 a refused client certificate shows up here, as an alert
+            tokio_tungstenite::tungstenite::Error::Io(source)
+                if rustls_error(&source).is_some() =>
+            {
+                TransportError::Tls {
+                    addr: url.authority(),
+                    source,
+                }
+            }
+            tokio_tungstenite::tungstenite::Error::Io(source) => TransportError::Connect {
+                addr: url.authority(),
+                source,
+            },
+            other => ws_err(other.to_string()),
+        })?;
         let (w, r) = ws.split();
         Ok((WireReader::Ws(r), WireWriter::Ws(w)))
     } else {

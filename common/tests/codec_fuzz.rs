@@ -1,13 +1,14 @@
-//! Fuzzing of the wire codec with proptest, in the normal test suite: more than 100,000 cases of
+//! Fuzzing of the MQTT codec with proptest, in the normal test suite: more than 100,000 cases of
 //! arbitrary bytes and of mutated valid frames go through `next_frame`, `decode_publish`,
-//! `reply_to`, `response_correlation` and `decode_header`. Each must return a value or an error,
-//! never panic, and every value must stay inside the bytes it was decoded from.
+//! `to_message` and `decode_header`. Each must return a value or an error, never panic, and
+//! every value must stay inside the bytes it was decoded from.
 
 use bytes::BytesMut;
 use proptest::prelude::*;
-use rr_common::codec::{
-    decode_header, decode_publish, encode_header, encode_publish, next_frame, reply_to,
-    response_correlation, Correlation, Frame, InPublish, OutPublish, Protocol, CORRELATION_LEN,
+use rr_common::codec::{Correlation, CORRELATION_LEN};
+use rr_common::mqtt::codec::{
+    decode_header, decode_publish, encode_header, encode_publish, next_frame, to_message, Frame,
+    InPublish, OutPublish, Protocol,
 };
 
 const MAX: usize = 1 << 20;
@@ -39,16 +40,21 @@ fn check_publish(frame: &[u8], p: &InPublish<'_>) {
     {
         assert!(within(frame, part), "decoded slice outside the frame");
     }
-    if let Ok(r) = reply_to(p) {
-        assert!(!r.topic.is_empty());
-        assert!(within(frame, r.topic) && within(frame, r.correlation) && within(frame, r.body));
-    }
-    if let Ok(c) = response_correlation(p) {
-        let raw = match p.correlation {
-            Some(c) => c,
-            None => decode_header(p.payload).unwrap().correlation,
-        };
-        assert_eq!(&c.to_bytes()[..], raw);
+    if let Ok(m) = to_message(p, frame.len()) {
+        for part in [Some(m.topic), m.reply_to, m.correlation, Some(m.payload)]
+            .into_iter()
+            .flatten()
+        {
+            assert!(within(frame, part), "message slice outside the frame");
+        }
+        assert!(m.reply_to.is_none_or(|t| !t.is_empty()));
+        if m.in_header {
+            let h = decode_header(p.payload).unwrap();
+            assert_eq!(m.payload, h.body);
+            assert_eq!(m.correlation, Some(p.correlation.unwrap_or(h.correlation)));
+        } else {
+            assert_eq!((m.payload, m.correlation), (p.payload, p.correlation));
+        }
     }
 }
 
@@ -230,7 +236,8 @@ proptest! {
         let frame = valid_frame(v5, b"resp/x/0", b"", &c.to_bytes(), b"ok", 0, !v5);
         let f = next_frame(&frame, MAX).unwrap().unwrap();
         let p = decode_publish(&frame, f, proto_of(v5)).unwrap();
-        prop_assert_eq!(response_correlation(&p), Ok(c));
+        let m = to_message(&p, frame.len()).unwrap();
+        prop_assert_eq!(Correlation::from_bytes(m.correlation.unwrap()), Ok(c));
         let mut head = BytesMut::new();
         encode_header(&mut head, b"", &c.to_bytes());
         let truncated = &head[..cut];

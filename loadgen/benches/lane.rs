@@ -5,7 +5,9 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use loadgen::rr::books::Books;
 use loadgen::rr::lane::{Batches, Lane, LaneSpec, Topics, Window};
-use rr_common::codec::{Correlation, Protocol};
+use rr_common::codec::Correlation;
+use rr_common::mqtt::{codec::Protocol, Encoder as MqttEncoder};
+use rr_common::transport::Encoder;
 use std::time::{Duration, Instant};
 
 const CONNS: usize = 100;
@@ -23,7 +25,7 @@ fn lane(n: u32, proto: Protocol, expect_replies: bool) -> Lane {
         timeout_ns: 5_000_000_000,
         max_inflight: 1,
         run_id: RUN_ID,
-        proto,
+        encoder: Encoder::Mqtt(MqttEncoder { proto }),
         qos: 0,
         shards: 256,
         expect_replies,

@@ -2,7 +2,7 @@
 //! (2 configuration and limits, 3 broker or gateway unreachable or refusing, 1 anything else).
 
 use rr_common::cli::{EXIT_CONFIG, EXIT_CONNECT};
-use rr_common::mqtt::SessionError;
+use rr_common::link::SessionError;
 use std::net::SocketAddr;
 use thiserror::Error;
 

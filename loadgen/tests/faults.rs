@@ -7,9 +7,11 @@ mod support;
 
 use bytes::{Bytes, BytesMut};
 use rr_common::broker::ConnectOptions;
-use rr_common::codec::{self, Correlation, OutPublish, Protocol};
+use rr_common::codec::{Correlation, CORRELATION_LEN};
 use rr_common::http;
-use rr_common::mqtt::{self, SessionSpec};
+use rr_common::link::{self, SessionSpec};
+use rr_common::mqtt::codec::{self, OutPublish, Protocol};
+use rr_common::mqtt::{link::Decoder, Mqtt};
 use rr_testkit::{rss_bytes, send_signal, Mosquitto, MosquittoOptions, Process};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -253,7 +255,7 @@ async fn a_broker_restart_mqtt311() {
 }
 
 /// A raw MQTT session for injecting messages (no subscriptions unless asked).
-async fn raw_session(url: &str, version: &str, id: &str, subs: &[&str]) -> mqtt::Session {
+async fn raw_session(url: &str, version: &str, id: &str, subs: &[&str]) -> link::Session<Decoder> {
     let cfg = loadgen_config(url, &[("MQTT_VERSION", version)]);
     let opts: Arc<ConnectOptions> = Arc::new(cfg.connect.clone());
     let spec = SessionSpec {
@@ -264,7 +266,7 @@ async fn raw_session(url: &str, version: &str, id: &str, subs: &[&str]) -> mqtt:
         bind: None,
         tls: None,
     };
-    mqtt::establish(&spec).await.expect("raw session")
+    link::establish::<Mqtt>(&spec).await.expect("raw session")
 }
 
 fn publish(
@@ -330,8 +332,8 @@ async fn snoop_run_id(url: &str, version: &str, proto: Protocol) -> u32 {
             let frame = buf.split_to(f.total_len);
             if f.packet_type() == 3 {
                 let p = codec::decode_publish(&frame, f, proto).unwrap();
-                let r = codec::reply_to(&p).unwrap();
-                return Correlation::from_bytes(r.correlation).unwrap().run;
+                let m = codec::to_message(&p, frame.len()).unwrap();
+                return Correlation::from_bytes(m.correlation.unwrap()).unwrap().run;
             }
         }
         assert!(Instant::now() < deadline, "no request seen");
@@ -380,7 +382,7 @@ async fn garbage(version: &'static str) {
         to_worker.push(publish(proto, &req(n), None, None, p));
     }
     // truncated 3.1.1 payload headers: every strict prefix of a valid one
-    let good = header(b"resp/test/0", &[7u8; codec::CORRELATION_LEN], b"");
+    let good = header(b"resp/test/0", &[7u8; CORRELATION_LEN], b"");
     for cut in 0..good.len() {
         to_loadgen.push(publish(proto, &resp(cut), None, None, &good[..cut]));
         to_worker.push(publish(proto, &req(cut), None, None, &good[..cut]));

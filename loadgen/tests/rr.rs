@@ -6,7 +6,6 @@ mod support;
 
 use rr_common::http;
 use rr_testkit::{Embedded, Mosquitto, MosquittoOptions};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -368,7 +367,7 @@ async fn f_endpoints_and_report_schema() {
     .unwrap();
     assert!(!jsonschema::is_valid(&schema, &bad));
     stop.cancel();
-    assert!(w.state.links.iter().all(|l| l.up.load(Relaxed)));
+    assert!(w.state.links.iter().all(|l| l.is_up()));
 }
 
 #[test]

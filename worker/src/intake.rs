@@ -3,8 +3,8 @@
 
 use crate::pool::{Job, Shared};
 use bytes::BytesMut;
-use rr_common::codec::{self, CodecError, InPublish, Protocol};
-use rr_common::mqtt::Inbound;
+use rr_common::link::{Handler, Invalid, LinkEvent, Message};
+use rr_common::transport::Encoder;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,31 +16,29 @@ pub const RESPONSE_BODY: &[u8] = b"ok";
 pub struct Intake {
     pub shared: Arc<Shared>,
     pub conn: usize,
-    pub proto: Protocol,
+    pub encoder: Encoder,
     pub qos: u8,
     pub drop_on_full: bool,
     arena: BytesMut,
     batch: Vec<Job>,
-    pkid: u16,
 }
 
 impl Intake {
     pub fn new(
         shared: Arc<Shared>,
         conn: usize,
-        proto: Protocol,
+        encoder: Encoder,
         qos: u8,
         drop_on_full: bool,
     ) -> Self {
         Intake {
             shared,
             conn,
-            proto,
+            encoder,
             qos,
             drop_on_full,
             arena: BytesMut::with_capacity(64 * 1024),
             batch: Vec::with_capacity(256),
-            pkid: 0,
         }
     }
 }
@@ -52,34 +50,21 @@ pub fn valid_reply_topic(t: &[u8]) -> bool {
         && std::str::from_utf8(t).is_ok()
 }
 
-impl Inbound for Intake {
-    fn on_publish(&mut self, p: &InPublish<'_>, now: Instant) {
+impl Handler for Intake {
+    fn on_message(&mut self, m: &Message<'_>, now: Instant) {
         let c = &self.shared.counters;
         c.received.fetch_add(1, Relaxed);
-        let reply = match codec::reply_to(p) {
-            Ok(r) if valid_reply_topic(r.topic) && r.correlation.len() <= 255 => r,
-            _ => {
-                c.invalid.fetch_add(1, Relaxed);
-                return;
-            }
-        };
-        let pkid = if self.qos > 0 {
-            self.pkid = self.pkid.wrapping_add(1).max(1);
-            self.pkid
-        } else {
-            0
-        };
+        let valid = m.reply_to.is_some_and(valid_reply_topic)
+            && m.correlation.unwrap_or_default().len() <= 255;
+        if !valid {
+            c.invalid.fetch_add(1, Relaxed);
+            return;
+        }
         if self.arena.capacity() - self.arena.len() < 1024 {
             self.arena.reserve(64 * 1024);
         }
-        codec::encode_response(
-            &mut self.arena,
-            self.proto,
-            &reply,
-            self.qos,
-            pkid,
-            RESPONSE_BODY,
-        );
+        self.encoder
+            .answer(&mut self.arena, m, RESPONSE_BODY, self.qos);
         self.batch.push(Job {
             response: self.arena.split().freeze(),
             enqueued: now,
@@ -87,18 +72,18 @@ impl Inbound for Intake {
         });
     }
 
-    fn on_puback(&mut self, _pkid: u16) {
+    fn on_room(&mut self) {
         self.shared.outbox.room_freed();
     }
 
-    fn on_link(&mut self, up: bool) {
-        if up {
+    fn on_link(&mut self, e: LinkEvent) {
+        if e == LinkEvent::Up {
             // a new session starts with all its room free
             self.shared.outbox.room_freed();
         }
     }
 
-    fn on_malformed(&mut self, _err: CodecError) {
+    fn on_invalid(&mut self, _kind: Invalid) {
         let c = &self.shared.counters;
         c.received.fetch_add(1, Relaxed);
         c.invalid.fetch_add(1, Relaxed);

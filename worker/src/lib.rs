@@ -10,8 +10,9 @@ pub mod pool;
 use config::{Config, Valid};
 use pool::{Counters, Policy, Pool, Shared};
 use rr_common::http::{self, Endpoints};
-use rr_common::mqtt::{self, LinkHandle, LinkStatus, SessionError, SessionSpec};
+use rr_common::link::{Link, SessionError, SessionSpec};
 use rr_common::stats::PromWriter;
+use rr_common::transport::{self, Encoder};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ impl WorkerError {
 /// Live state exposed over HTTP and returned at the end.
 pub struct WorkerState {
     pub shared: Arc<Shared>,
-    pub links: Vec<Arc<LinkStatus>>,
+    pub links: Vec<Arc<Link>>,
     pub queue_cap: u64,
     pub ready: std::sync::atomic::AtomicBool,
     pub config: serde_json::Value,
@@ -117,8 +118,8 @@ impl WorkerState {
             busy_workers: in_progress,
             scale_up_events: c.scale_up.load(Relaxed),
             scale_down_events: c.scale_down.load(Relaxed),
-            connections: self.links.iter().filter(|l| l.up.load(Relaxed)).count() as u64,
-            reconnects: self.links.iter().map(|l| l.reconnects.load(Relaxed)).sum(),
+            connections: self.links.iter().filter(|l| l.is_up()).count() as u64,
+            reconnects: self.links.iter().map(|l| l.reconnects()).sum(),
             queue_wait_us: pct(&c.queue_wait),
             processing_us: pct(&c.processing),
         }
@@ -213,7 +214,7 @@ impl Endpoints for WorkerState {
     }
 
     fn ready(&self) -> bool {
-        self.ready.load(Relaxed) && self.links.iter().any(|l| l.up.load(Relaxed))
+        self.ready.load(Relaxed) && self.links.iter().any(|l| l.is_up())
     }
 }
 
@@ -236,7 +237,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Running, WorkerError> {
     let stopped = CancellationToken::new();
-    let running = start_inner(&cfg, stopped.clone()).await?;
+    let (running, mut links) = start_inner(&cfg, stopped.clone()).await?;
     let state = running.state.clone();
     let done = running.done.clone();
     tokio::spawn(async move {
@@ -249,17 +250,23 @@ pub async fn start(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // let the outbox hand the last answers to the connections
-        tokio::time::sleep(Duration::from_millis(100)).await;
         stopped.cancel();
+        // every connection writes out what it holds, says DISCONNECT and closes
+        while links.join_next().await.is_some() {}
         done.cancel();
     });
     Ok(running)
 }
 
-async fn start_inner(cfg: &Config, shutdown: CancellationToken) -> Result<Running, WorkerError> {
+/// The link tasks of a running worker.
+type Links = tokio::task::JoinSet<intake::Intake>;
+
+async fn start_inner(
+    cfg: &Config,
+    shutdown: CancellationToken,
+) -> Result<(Running, Links), WorkerError> {
     let opts = Arc::new(cfg.connect.clone());
-    let proto = opts.protocol();
+    let encoder = Encoder::new(&cfg.connect.broker, &opts);
     let tls = if cfg.connect.broker.scheme.is_tls() {
         Some(rr_common::net::tls_config(&opts).map_err(|e| WorkerError::Tls(e.to_string()))?)
     } else {
@@ -268,25 +275,18 @@ async fn start_inner(cfg: &Config, shutdown: CancellationToken) -> Result<Runnin
     let n = cfg.connections as usize;
     let instance = cfg.instance_id();
     let nonce: u32 = rand::random();
-    let mut handles = Vec::with_capacity(n);
-    let mut receivers = Vec::with_capacity(n);
-    let mut statuses = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        let status = Arc::new(LinkStatus::default());
-        handles.push(LinkHandle {
-            tx,
-            status: status.clone(),
-        });
-        receivers.push(rx);
-        statuses.push(status);
-    }
+    let statuses: Vec<Arc<Link>> = (0..n)
+        .map(|_| transport::new_link(&cfg.connect.broker))
+        .collect();
     let (tx, rx) = async_channel::bounded(cfg.queue_cap as usize);
     let shared = Arc::new(Shared {
         counters: Counters::default(),
         tx,
         rx,
-        outbox: Arc::new(outbox::Outbox::new(handles, cfg.pub_qos)),
+        outbox: Arc::new(outbox::Outbox::new(
+            statuses.clone(),
+            encoder.flow_controlled(cfg.pub_qos),
+        )),
     });
     let state = Arc::new(WorkerState {
         shared: shared.clone(),
@@ -315,7 +315,7 @@ async fn start_inner(cfg: &Config, shutdown: CancellationToken) -> Result<Runnin
 
     let subscription = cfg.subscription();
     let mut set = tokio::task::JoinSet::new();
-    for (i, rx) in receivers.into_iter().enumerate() {
+    for i in 0..n {
         let spec = SessionSpec {
             url: cfg.connect.broker.clone(),
             opts: opts.clone(),
@@ -325,22 +325,25 @@ async fn start_inner(cfg: &Config, shutdown: CancellationToken) -> Result<Runnin
             tls: tls.clone(),
         };
         let budget = Duration::from_millis(cfg.connect.connect_retry_ms);
-        set.spawn(async move { (i, mqtt::establish_with_retry(&spec, budget).await, spec, rx) });
+        set.spawn(async move {
+            let r = transport::establish_with_retry(&spec, budget).await;
+            (i, r, spec)
+        });
     }
+    let connect_error = |source| WorkerError::Connect {
+        url: cfg.connect.broker.to_string(),
+        source,
+    };
+    let mut links = Links::new();
     while let Some(joined) = set.join_next().await {
-        let Ok((i, result, spec, rx)) = joined else {
-            continue;
-        };
-        let session = result.map_err(|source| WorkerError::Connect {
-            url: cfg.connect.broker.to_string(),
-            source,
-        })?;
-        let intake = intake::Intake::new(shared.clone(), i, proto, cfg.pub_qos, cfg.drop_on_full);
-        tokio::spawn(mqtt::drive(
+        let (i, result, spec) =
+            joined.map_err(|e| connect_error(SessionError::Task(e.to_string())))?;
+        let session = result.map_err(connect_error)?;
+        let intake = intake::Intake::new(shared.clone(), i, encoder, cfg.pub_qos, cfg.drop_on_full);
+        links.spawn(transport::drive(
             spec,
             session,
             intake,
-            rx,
             statuses[i].clone(),
             shutdown.clone(),
         ));
@@ -351,18 +354,17 @@ async fn start_inner(cfg: &Config, shutdown: CancellationToken) -> Result<Runnin
         cfg.connect.broker,
         cfg.mode
     );
-    Ok(Running {
+    let running = Running {
         state,
         http_addr,
         done: CancellationToken::new(),
-    })
+    };
+    Ok((running, links))
 }
 
 /// Runs until `shutdown`, then lets in-flight work finish briefly. Returns the final snapshot.
 pub async fn run(cfg: Valid<Config>, shutdown: CancellationToken) -> Result<Snapshot, WorkerError> {
     let running = start(cfg, shutdown).await?;
     running.done.cancelled().await;
-    // connections say DISCONNECT after flushing what they hold
-    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(running.state.snapshot())
 }

@@ -9,17 +9,16 @@
 //! jobs, connections reading requests) runs before it, so the answers of one scheduler pass
 //! leave in one write, without a timer.
 //!
-//! QoS 1 answers (`PUB_QOS=1`) also respect each connection's MQTT 5 receive maximum: a
-//! connection takes at most as many answers as the broker still allows unacknowledged, each
-//! gets its packet identifier from that connection's own sequence (rewritten in the encoded
-//! packet), and what no connection has room for waits here until PUBACKs free some.
+//! Flow-controlled answers (MQTT `PUB_QOS=1`) also respect each connection's room (with MQTT 5
+//! the broker's receive maximum): a connection takes at most as many answers as its link has
+//! room for (the link gives them their packet identifiers), and what no connection has room
+//! for waits here until acknowledgements free some.
 
 use bytes::{Buf, BytesMut};
-use rr_common::codec;
-use rr_common::mqtt::LinkHandle;
-use rr_common::outlet::Sent;
+use rr_common::link::{Link, Sent};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -31,33 +30,35 @@ const MAX_PENDING: usize = 64 << 20;
 pub struct Outbox {
     buf: Mutex<Pending>,
     notify: Notify,
-    links: Vec<LinkHandle>,
+    links: Vec<Arc<Link>>,
     /// Connection of the next flush.
     next: AtomicUsize,
-    /// QoS of the answers.
-    qos: u8,
-    /// QoS 1: answers wait for a PUBACK to free room.
+    /// The answers are flow-controlled (they wait for room).
+    flow: bool,
+    /// Flow-controlled answers wait for acknowledgements to free room.
     waiting_room: AtomicBool,
 }
 
 /// Answers not handed to a connection yet.
 struct Pending {
     bytes: BytesMut,
-    /// QoS 1: the last packet identifier used on each connection.
-    pkids: Vec<u16>,
+    /// Flow-controlled answers: the length of each answer in `bytes`, in order.
+    lens: VecDeque<usize>,
 }
 
 impl Outbox {
-    pub fn new(links: Vec<LinkHandle>, qos: u8) -> Outbox {
+    /// An outbox writing to `links`; `flow`: the answers are flow-controlled
+    /// (`Encoder::flow_controlled`).
+    pub fn new(links: Vec<Arc<Link>>, flow: bool) -> Outbox {
         Outbox {
             buf: Mutex::new(Pending {
                 bytes: BytesMut::with_capacity(16 * 1024),
-                pkids: vec![0; links.len()],
+                lens: VecDeque::new(),
             }),
             notify: Notify::new(),
             links,
             next: AtomicUsize::new(0),
-            qos,
+            flow,
             waiting_room: AtomicBool::new(false),
         }
     }
@@ -66,74 +67,52 @@ impl Outbox {
         self.buf.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// No answer waits here (QoS 1 answers may wait for room).
+    /// No answer waits here (flow-controlled answers may wait for room).
     pub fn is_empty(&self) -> bool {
         self.lock().bytes.is_empty()
     }
 
-    /// A connection received a PUBACK, or a new session began: answers waiting for room may
-    /// go now.
+    /// A connection received acknowledgements, or a new session began: answers waiting for
+    /// room may go now.
     pub fn room_freed(&self) {
         if self.waiting_room.swap(false, Ordering::AcqRel) {
             self.notify.notify_one();
         }
     }
 
-    /// QoS 1: hands the pending answers to live connections, each at most as many as its
-    /// receive maximum still allows, with identifiers from its own sequence. True when
-    /// nothing is left.
+    /// Flow-controlled answers: hands the pending answers to live connections, each at most as
+    /// many as its room allows. True when nothing is left.
     fn hand_out(&self, p: &mut Pending) -> bool {
         let n = self.links.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        for i in (0..n).map(|k| (start + k) % n) {
-            if p.bytes.is_empty() {
+        for link in (0..n).map(|k| &self.links[(start + k) % n]) {
+            if p.lens.is_empty() {
                 break;
             }
-            let st = &self.links[i].status;
-            if !st.up.load(Ordering::Acquire) {
+            if !link.is_up() {
                 continue;
             }
-            let room = st
-                .receive_max
-                .load(Ordering::Relaxed)
-                .saturating_sub(st.unacked.load(Ordering::Relaxed));
-            let (mut end, mut count, mut pkid) = (0, 0u32, p.pkids[i]);
-            while end < p.bytes.len() && count < room {
-                let Ok(Some(f)) = codec::next_frame(&p.bytes[end..], usize::MAX) else {
-                    break;
-                };
-                pkid = pkid.wrapping_add(1).max(1);
-                // our own encoding: a QoS 1 PUBLISH, always rewritable
-                let _ = codec::set_publish_pkid(&mut p.bytes[end..end + f.total_len], pkid);
-                end += f.total_len;
-                count += 1;
-            }
+            let count = (link.room() as usize).min(p.lens.len());
             if count == 0 {
                 continue;
             }
-            // only this function (under the lock) adds; PUBACKs subtract
-            st.unacked.fetch_add(count, Ordering::Relaxed);
-            if st.outlet.send(&p.bytes[..end]) == Sent::Full {
-                st.unacked.fetch_sub(count, Ordering::Relaxed);
+            let end: usize = p.lens.iter().take(count).sum();
+            if link.send_flow(&mut p.bytes[..end], count as u32) == Sent::Full {
                 continue;
             }
-            p.pkids[i] = pkid;
             p.bytes.advance(end);
+            p.lens.drain(..count);
         }
-        if !p.bytes.is_empty() {
+        if !p.lens.is_empty() {
             self.waiting_room.store(true, Ordering::Release);
         }
-        p.bytes.is_empty()
+        p.lens.is_empty()
     }
 
     /// Queues one encoded answer; `flush` writes the buffer out now (the caller saw no more
     /// requests waiting). Returns false when no connection is up or the buffer is full.
     pub fn send(&self, packet: &[u8], flush: bool) -> bool {
-        if !self
-            .links
-            .iter()
-            .any(|l| l.status.up.load(Ordering::Acquire))
-        {
+        if !self.links.iter().any(|l| l.is_up()) {
             return false;
         }
         let mut pending = self.lock();
@@ -143,7 +122,8 @@ impl Outbox {
         }
         let was_empty = buf.is_empty();
         buf.extend_from_slice(packet);
-        if self.qos > 0 {
+        if self.flow {
+            pending.lens.push_back(packet.len());
             // what finds no room now is the flusher's: it retries until everything left
             if flush && !self.hand_out(&mut pending) || !flush && was_empty {
                 drop(pending);
@@ -173,10 +153,10 @@ impl Outbox {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let live = (0..n)
             .map(|i| (start + i) % n)
-            .filter(|&i| self.links[i].status.up.load(Ordering::Acquire));
+            .filter(|&i| self.links[i].is_up());
         let rest = (0..n).map(|i| (start + i) % n);
         for i in live.chain(rest) {
-            if self.links[i].status.outlet.send(batch) != Sent::Full {
+            if self.links[i].send(batch) != Sent::Full {
                 return true;
             }
         }
@@ -203,8 +183,9 @@ impl Outbox {
                 }
                 // Let the answers being produced now join this write.
                 tokio::task::yield_now().await;
-                if me.qos > 0 {
-                    // What finds no room waits for a PUBACK (`room_freed`), or at most 10 ms.
+                if me.flow {
+                    // What finds no room waits for acknowledgements (`room_freed`), or at most
+                    // 10 ms.
                     while !me.hand_out(&mut me.lock()) {
                         tokio::select! {
                             _ = stop.cancelled() => return,

@@ -8,7 +8,7 @@
 mod support;
 
 use bytes::{BufMut, BytesMut};
-use rr_common::codec::{self, OutPublish, Protocol};
+use rr_common::mqtt::codec::{self, OutPublish, Protocol};
 use rumqttc::v5::mqttbytes::v5 as mb5;
 use rumqttc::v5::mqttbytes::QoS;
 use std::collections::{HashMap, HashSet};

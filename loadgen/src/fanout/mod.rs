@@ -20,7 +20,8 @@ use crate::report::Report;
 use books::{Rules, Subjects, UNSET};
 use config::Plan;
 use payload::{Clock, ClockKind};
-use rr_common::mqtt::{LinkHandle, SessionSpec};
+use rr_common::link::{Link, SessionSpec};
+use rr_common::transport::{self, Encoder};
 use rr_common::CancellationToken;
 use serde_json::Value;
 use stats::{get, FanoutEndpoints, Live, Progress};
@@ -92,7 +93,8 @@ pub(crate) async fn run(
     let budget = Duration::from_millis(cfg.connect.connect_retry_ms);
 
     // Publisher links first: an unreachable publish broker fails before any client connects.
-    let links: Vec<LinkHandle> = match &plan.publish_broker {
+    let mut link_tasks = tokio::task::JoinSet::new();
+    let links: Vec<Arc<Link>> = match &plan.publish_broker {
         Some(url) => {
             live.set_phase("connect");
             let prefix = format!("{instance}-fopub-{run_id:08x}-");
@@ -100,7 +102,7 @@ pub(crate) async fn run(
             let n = plan.publish_connections;
             let r = tokio::select! {
                 _ = shutdown.cancelled() => None,
-                r = publisher::connect(&spec, &prefix, n, budget, &done) => Some(r),
+                r = publisher::connect(&spec, &prefix, n, budget, &done, &mut link_tasks) => Some(r),
             };
             match r {
                 None => Vec::new(),
@@ -148,7 +150,10 @@ pub(crate) async fn run(
                 subjects: subjects.clone(),
                 clock,
                 run: run_id,
-                protocol: opts.protocol(),
+                encoder: Encoder::new(
+                    plan.publish_broker.as_ref().unwrap_or(&cfg.connect.broker),
+                    &opts,
+                ),
                 prefix: cfg.fanout.subject_prefix.clone(),
                 warmup,
                 duration,
@@ -197,10 +202,9 @@ pub(crate) async fn run(
         }
     }
     done.cancel();
-    let link_reconnects: u64 = links
-        .iter()
-        .map(|l| l.status.reconnects.load(Ordering::Relaxed))
-        .sum();
+    // the publisher links say goodbye after writing out what they hold
+    while link_tasks.join_next().await.is_some() {}
+    let link_reconnects: u64 = links.iter().map(|l| l.reconnects()).sum();
     live.set_phase("done");
 
     let (t0, t1) = subjects.window();
@@ -333,11 +337,10 @@ async fn ramp(
     live.set_phase("ramp");
     let probes = (plan.gateways.len() as u32).min(plan.clients);
     for idx in 0..probes {
-        let slots = ctx.slots_for(idx);
-        let spec = ctx.spec_for(idx, &slots);
+        let spec = ctx.spec_for(idx);
         let r = tokio::select! {
             _ = shutdown.cancelled() => return Ok(handles),
-            r = rr_common::mqtt::establish_with_retry(&spec, budget) => r,
+            r = transport::establish_with_retry(&spec, budget) => r,
         };
         let session = r.map_err(|source| LoadgenError::Gateway {
             url: spec.url.to_string(),

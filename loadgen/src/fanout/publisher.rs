@@ -1,6 +1,6 @@
 //! The fan-out publisher: `PUBLISH_RATE` messages per second spread evenly over the subjects,
 //! stamped with their scheduled time and per-subject sequence. Each 1 ms tick's messages are
-//! encoded into one buffer per publisher connection and written at once; a subject always uses
+//! encoded into one buffer per publisher connection and handed to its link at once; a subject always uses
 //! the same connection, so its messages stay in order. It also opens and closes the measured
 //! window between two messages, so every message is either in it or not.
 
@@ -9,51 +9,46 @@ use super::config::Plan;
 use super::payload::{Clock, Stamp};
 use super::stats::{add, Live};
 use bytes::BytesMut;
-use rr_common::codec::{encode_publish, OutPublish, Protocol};
-use rr_common::mqtt::{self, Inbound, LinkHandle, LinkStatus, SessionError, SessionSpec};
-use std::sync::atomic::Ordering;
+use rr_common::link::{Handler, Invalid, Link, Message, Sent, SessionError, SessionSpec};
+use rr_common::transport::{self, Encoder};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Batches a publisher link may have queued before a tick's share for it is skipped.
-const LINK_QUEUE: usize = 64;
+/// Bytes a publisher link may hold unwritten before a tick's share for it is skipped.
+const BACKLOG_LIMIT: usize = 1 << 20;
 const TICK: Duration = Duration::from_millis(1);
 
 /// The publisher reads nothing but PINGRESPs.
 struct Quiet;
 
-impl Inbound for Quiet {
-    fn on_publish(&mut self, _p: &rr_common::codec::InPublish<'_>, _now: Instant) {}
-    fn on_malformed(&mut self, _err: rr_common::codec::CodecError) {}
-    async fn flush(&mut self) {}
+impl Handler for Quiet {
+    fn on_message(&mut self, _m: &Message<'_>, _now: Instant) {}
+    fn on_invalid(&mut self, _kind: Invalid) {}
 }
 
-/// Connects the publisher links (retrying for `budget`), each driven by its own task.
+/// Connects the publisher links (retrying for `budget`), each driven by a task in `tasks` until
+/// `stop`.
 pub async fn connect(
     template: &SessionSpec,
     client_id_prefix: &str,
     n: u32,
     budget: Duration,
     stop: &CancellationToken,
-) -> Result<Vec<LinkHandle>, SessionError> {
+    tasks: &mut JoinSet<()>,
+) -> Result<Vec<Arc<Link>>, SessionError> {
     let mut links = Vec::with_capacity(n as usize);
     for j in 0..n {
         let mut spec = template.clone();
         spec.client_id = format!("{client_id_prefix}{j}");
-        let session = mqtt::establish_with_retry(&spec, budget).await?;
-        let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        let status = Arc::new(LinkStatus::default());
-        tokio::spawn(mqtt::drive(
-            spec,
-            session,
-            Quiet,
-            rx,
-            status.clone(),
-            stop.clone(),
-        ));
-        links.push(LinkHandle { tx, status });
+        let session = transport::establish_with_retry(&spec, budget).await?;
+        let link = transport::new_link(&spec.url);
+        let driven = transport::drive(spec, session, Quiet, link.clone(), stop.clone());
+        tasks.spawn(async move {
+            driven.await;
+        });
+        links.push(link);
     }
     Ok(links)
 }
@@ -65,7 +60,8 @@ pub struct Schedule {
     pub subjects: Arc<Subjects>,
     pub clock: Clock,
     pub run: u32,
-    pub protocol: Protocol,
+    /// Encodes the messages for the links' transport.
+    pub encoder: Encoder,
     pub prefix: String,
     /// The window opens this long after the first message.
     pub warmup: Duration,
@@ -100,7 +96,7 @@ impl Topics {
 
 /// Publishes on schedule until the window has closed (after `duration`, or as soon as `end` is
 /// cancelled). Returns when the last message of the window has been handed to its link.
-pub async fn run_schedule(sch: Schedule, links: Vec<LinkHandle>, end: CancellationToken) {
+pub async fn run_schedule(sch: Schedule, links: Vec<Arc<Link>>, end: CancellationToken) {
     let plan = &sch.plan;
     let c = &sch.live.c;
     let topics = Topics::new(&sch.prefix, plan.subjects);
@@ -140,7 +136,7 @@ pub async fn run_schedule(sch: Schedule, links: Vec<LinkHandle>, end: Cancellati
             next_tick = tokio::time::Instant::now() + TICK;
         }
         for (j, l) in links.iter().enumerate() {
-            ok[j] = l.status.up.load(Ordering::Acquire) && l.tx.capacity() > 0;
+            ok[j] = l.is_up() && l.backlog() < BACKLOG_LIMIT;
         }
         let first_due = k;
         let mut closed = false;
@@ -174,18 +170,9 @@ pub async fn run_schedule(sch: Schedule, links: Vec<LinkHandle>, end: Cancellati
                 ts_ns: start_ns + off,
             }
             .to_bytes();
-            encode_publish(
-                &mut bufs[j],
-                sch.protocol,
-                &OutPublish {
-                    topic: topics.get(subject),
-                    qos: 0,
-                    pkid: 0,
-                    response_topic: None,
-                    correlation: None,
-                    payload: &[&stamp, &padding],
-                },
-            );
+            let payload: [&[u8]; 2] = [&stamp, &padding];
+            sch.encoder
+                .publish(&mut bufs[j], topics.get(subject), &payload, 0);
             counts[j] += 1;
             add(&c.published, 1);
             if in_window {
@@ -202,9 +189,11 @@ pub async fn run_schedule(sch: Schedule, links: Vec<LinkHandle>, end: Cancellati
             if bufs[j].is_empty() {
                 continue;
             }
-            if l.tx.try_send(bufs[j].split().freeze()).is_err() {
+            // Refused only when MAX_QUEUED bytes wait already.
+            if l.send(&bufs[j]) == Sent::Full {
                 add(&c.publish_errors, counts[j]);
             }
+            bufs[j].clear();
             counts[j] = 0;
         }
         if !opened && elapsed >= t0_off {

@@ -9,8 +9,9 @@
 use super::books::{Books, Outcome};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
-use rr_common::codec::{self, Correlation, OutPublish, Protocol};
+use rr_common::codec::Correlation;
 use rr_common::stats::{new_histogram, record_us};
+use rr_common::transport::Encoder;
 use std::collections::VecDeque;
 
 const EMPTY: u32 = u32::MAX;
@@ -27,7 +28,8 @@ pub struct LaneSpec {
     pub timeout_ns: u64,
     pub max_inflight: u32,
     pub run_id: u32,
-    pub proto: Protocol,
+    /// Encodes requests for the connections' transport.
+    pub encoder: Encoder,
     pub qos: u8,
     pub shards: u32,
     /// Answers expected (false for the publish-only scenario).
@@ -70,8 +72,8 @@ pub struct Batches {
     pub counts: Vec<u32>,
     /// Connections that may take traffic now.
     pub usable: Vec<bool>,
-    /// Requests each connection may still take this tick (QoS 1 flow control: the broker's
-    /// receive maximum minus unacknowledged publishes).
+    /// Flow-controlled requests each connection may still take this tick (`Link::room`: with
+    /// MQTT QoS 1, the broker's receive maximum minus unacknowledged publishes).
     pub room: Vec<u32>,
 }
 
@@ -110,7 +112,6 @@ pub struct Lane {
     pub lat_recent: Histogram<u64>,
     pub lag_window: Histogram<u64>,
     pub lag_recent: Histogram<u64>,
-    pkid: u16,
 }
 
 impl Lane {
@@ -154,11 +155,15 @@ impl Lane {
             lat_recent: new_histogram(),
             lag_window: new_histogram(),
             lag_recent: new_histogram(),
-            pkid: 0,
             spec,
             topics,
             body,
         }
+    }
+
+    /// Whether the lane's requests count against their connection's room.
+    pub fn flow_controlled(&self) -> bool {
+        self.spec.encoder.flow_controlled(self.spec.qos)
     }
 
     #[inline]
@@ -238,10 +243,17 @@ impl Lane {
         };
         // pick a connection: this tick's, or the next usable one if full
         let n = out.bufs.len();
+        let limit = |c: usize| {
+            if self.flow_controlled() {
+                self.spec.batch_size.min(out.room[c])
+            } else {
+                self.spec.batch_size
+            }
+        };
         let mut chosen = None;
         for step in 0..n {
             let c = (self.rr_conn + step) % n;
-            if out.usable[c] && out.counts[c] < self.spec.batch_size.min(out.room[c]) {
+            if out.usable[c] && out.counts[c] < limit(c) {
                 chosen = Some(c);
                 break;
             }
@@ -264,49 +276,14 @@ impl Lane {
         .to_bytes();
         // The answer comes back on the connection that carries the request: the answers to one
         // tick's batch arrive together on one socket and are read in few reads.
-        let reply_topic = &self.topics.reply[c];
-        let shard = (g % self.spec.shards) as usize;
-        let pkid = if self.spec.qos > 0 {
-            self.pkid = self.pkid.wrapping_add(1).max(1);
-            self.pkid
-        } else {
-            0
-        };
+        let topic = &self.topics.request[(g % self.spec.shards) as usize];
         let buf = &mut out.bufs[c];
-        match self.spec.proto {
-            Protocol::V5 => codec::encode_publish(
-                buf,
-                Protocol::V5,
-                &OutPublish {
-                    topic: &self.topics.request[shard],
-                    qos: self.spec.qos,
-                    pkid,
-                    response_topic: self.spec.expect_replies.then_some(&reply_topic[..]),
-                    correlation: self.spec.expect_replies.then_some(&corr[..]),
-                    payload: &[&self.body],
-                },
-            ),
-            Protocol::V4 => {
-                let mut head = [0u8; 6 + 256 + codec::CORRELATION_LEN];
-                let hl = write_header(&mut head, reply_topic, &corr);
-                let head: &[u8] = if self.spec.expect_replies {
-                    &head[..hl]
-                } else {
-                    &[]
-                };
-                codec::encode_publish(
-                    buf,
-                    Protocol::V4,
-                    &OutPublish {
-                        topic: &self.topics.request[shard],
-                        qos: self.spec.qos,
-                        pkid,
-                        response_topic: None,
-                        correlation: None,
-                        payload: &[head, &self.body],
-                    },
-                )
-            }
+        let enc = &self.spec.encoder;
+        if self.spec.expect_replies {
+            let reply_to = &self.topics.reply[c];
+            enc.request(buf, topic, reply_to, &corr, &self.body, self.spec.qos);
+        } else {
+            enc.publish(buf, topic, &[&self.body], self.spec.qos);
         }
         out.counts[c] += 1;
         books.count(Outcome::Sent, measured);
@@ -434,18 +411,6 @@ impl Lane {
             h.reset();
         }
     }
-}
-
-/// Writes the 3.1.1 payload header into `head`, returning its length.
-fn write_header(head: &mut [u8], reply_topic: &[u8], corr: &[u8]) -> usize {
-    let tl = reply_topic.len().min(256);
-    head[0..2].copy_from_slice(&codec::HEADER_MAGIC);
-    head[2] = codec::HEADER_VERSION;
-    head[3..5].copy_from_slice(&(tl as u16).to_be_bytes());
-    head[5..5 + tl].copy_from_slice(&reply_topic[..tl]);
-    head[5 + tl] = corr.len() as u8;
-    head[6 + tl..6 + tl + corr.len()].copy_from_slice(corr);
-    6 + tl + corr.len()
 }
 
 #[cfg(test)]

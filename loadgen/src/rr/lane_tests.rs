@@ -1,7 +1,14 @@
 //! State-machine tests of the lane: schedule, matching, late, duplicate, skipped, timeouts.
 
 use super::*;
-use rr_common::codec::{decode_publish, next_frame, response_correlation};
+use rr_common::mqtt::codec::{decode_publish, next_frame, to_message, InPublish, Protocol};
+use rr_common::mqtt::Encoder as MqttEncoder;
+
+/// The correlation a decoded request carries (property or 3.1.1 header).
+fn correlation_of(p: &InPublish<'_>) -> Correlation {
+    let m = to_message(p, 0).unwrap();
+    Correlation::from_bytes(m.correlation.unwrap()).unwrap()
+}
 
 const MS: u64 = 1_000_000;
 
@@ -14,7 +21,7 @@ fn lane(clients: u32, max_inflight: u32, proto: Protocol) -> Lane {
         timeout_ns: 500 * MS,
         max_inflight,
         run_id: 42,
-        proto,
+        encoder: Encoder::Mqtt(MqttEncoder { proto }),
         qos: 0,
         shards: 4,
         expect_replies: true,
@@ -59,7 +66,7 @@ fn sends_what_is_due_and_matches_replies() {
     let buf = out.bufs.iter().find(|b| !b.is_empty()).unwrap().clone();
     let f = next_frame(&buf, 1 << 20).unwrap().unwrap();
     let p = decode_publish(&buf, f, Protocol::V5).unwrap();
-    assert_eq!(response_correlation(&p).unwrap(), corr(0, 0));
+    assert_eq!(correlation_of(&p), corr(0, 0));
     assert_eq!(p.response_topic, Some(&b"resp/t/0"[..]));
     l.on_reply(corr(1, 0), 300 * MS, &WIN, &books);
     assert_eq!(books.total.matched.load(Relaxed), 1);
@@ -190,7 +197,7 @@ fn measured_window_books_close() {
             let mut rest = &b[..];
             while let Some(f) = next_frame(rest, 1 << 20).unwrap() {
                 let p = decode_publish(rest, f, Protocol::V4).unwrap();
-                let c = response_correlation(&p).unwrap();
+                let c = correlation_of(&p);
                 if c.client < 2 {
                     l.on_reply(c, now + MS, &win, &books);
                 }

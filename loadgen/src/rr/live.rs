@@ -5,7 +5,7 @@ use super::books::{Books, CountsSnapshot};
 use crate::config::{Config, Scenario};
 use crate::error::LoadgenError;
 use rr_common::http::{self, Endpoints};
-use rr_common::mqtt::LinkStatus;
+use rr_common::link::Link;
 use rr_common::stats::{PromWriter, Summary};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
@@ -32,7 +32,7 @@ struct Recent {
 
 pub struct RrState {
     pub books: Arc<Books>,
-    pub links: Vec<Arc<LinkStatus>>,
+    pub links: Vec<Arc<Link>>,
     pub epoch: Instant,
     pub ready: AtomicBool,
     pub started: AtomicBool,
@@ -48,12 +48,7 @@ pub struct RrState {
 }
 
 impl RrState {
-    pub fn new(
-        cfg: &Config,
-        books: Arc<Books>,
-        links: Vec<Arc<LinkStatus>>,
-        epoch: Instant,
-    ) -> Self {
+    pub fn new(cfg: &Config, books: Arc<Books>, links: Vec<Arc<Link>>, epoch: Instant) -> Self {
         RrState {
             books,
             links,
@@ -88,11 +83,11 @@ impl RrState {
     }
 
     fn connections_up(&self) -> usize {
-        self.links.iter().filter(|l| l.up.load(Relaxed)).count()
+        self.links.iter().filter(|l| l.is_up()).count()
     }
 
     fn reconnects(&self) -> u64 {
-        self.links.iter().map(|l| l.reconnects.load(Relaxed)).sum()
+        self.links.iter().map(|l| l.reconnects()).sum()
     }
 
     fn phase_name(&self) -> &'static str {

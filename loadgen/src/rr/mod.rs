@@ -9,16 +9,16 @@ use crate::config::{Config, Scenario};
 use crate::error::LoadgenError;
 use crate::report::Report;
 use books::Books;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use lane::{Batches, Lane, LaneSpec, Topics, Window, BATCH_INITIAL, BATCH_KEEP};
-use rr_common::codec::{self, CodecError, Correlation, InPublish};
-use rr_common::mqtt::{self, Inbound, LinkStatus, SessionSpec};
+use rr_common::codec::Correlation;
+use rr_common::link::{Handler, Invalid, Link, Message, SessionSpec};
 use rr_common::stats::Summary;
+use rr_common::transport::{self, Encoder};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ticker::Ticker;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use live::RrState;
@@ -52,18 +52,18 @@ impl Replies {
     }
 }
 
-impl Inbound for Replies {
-    fn on_publish(&mut self, p: &InPublish<'_>, now: Instant) {
-        match codec::response_correlation(p) {
-            Ok(c) => self
+impl Handler for Replies {
+    fn on_message(&mut self, m: &Message<'_>, now: Instant) {
+        match m.correlation.map(Correlation::from_bytes) {
+            Some(Ok(c)) => self
                 .batch
                 .push((c, now.duration_since(self.epoch).as_nanos() as u64)),
-            Err(_) => self
+            _ => self
                 .books
                 .count(books::Outcome::Invalid, self.measured_now(now)),
         }
     }
-    fn on_malformed(&mut self, _e: CodecError) {
+    fn on_invalid(&mut self, _kind: Invalid) {
         self.books
             .count(books::Outcome::Invalid, self.measured_now(Instant::now()));
     }
@@ -81,7 +81,7 @@ struct LaneCtx {
     epoch: Instant,
     measure_from: u64,
     stop_at: Arc<AtomicU64>,
-    links: Vec<Arc<LinkStatus>>,
+    links: Vec<Arc<Link>>,
     inbox: Arc<Inbox>,
 }
 
@@ -120,27 +120,22 @@ async fn run_lane(mut lane: Lane, ctx: LaneCtx) {
         }
         replies.clear();
         // connections whose writer is backed up take no more this tick
-        for (i, status) in ctx.links.iter().enumerate() {
-            out.usable[i] = status.up.load(Relaxed) && status.outlet.queued() < BACKLOG_LIMIT;
+        for (i, link) in ctx.links.iter().enumerate() {
+            out.usable[i] = link.is_up() && link.backlog() < BACKLOG_LIMIT;
             out.counts[i] = 0;
-            if lane.spec.qos > 0 {
-                let max = status.receive_max.load(Relaxed);
-                out.room[i] = max.saturating_sub(status.unacked.load(Relaxed));
-            }
+            out.room[i] = link.room();
         }
         // Expire first: a request whose TIMEOUT_MS has passed frees its slot before the
         // sends due by now, so TIMEOUT_MS = INTERVAL_MS never turns a loss into a skip.
         lane.expire(now, &win, &ctx.books);
         lane.run_due(now, &win, &ctx.books, &mut out);
-        for (i, status) in ctx.links.iter().enumerate() {
+        let flow = lane.flow_controlled();
+        for (i, link) in ctx.links.iter().enumerate() {
             if out.bufs[i].is_empty() {
                 continue;
             }
-            if lane.spec.qos > 0 {
-                status.unacked.fetch_add(out.counts[i], Relaxed);
-            }
             // Refused only when MAX_QUEUED bytes wait already: those requests will time out.
-            let _ = status.outlet.send(&out.bufs[i]);
+            let _ = link.send_flow(&mut out.bufs[i], if flow { out.counts[i] } else { 0 });
             out.bufs[i].clear();
             // A catch-up burst (a late tick) grew this buffer: give the memory back rather than
             // keep the largest burst's capacity for the rest of the run.
@@ -185,7 +180,9 @@ pub(crate) async fn run(
     let epoch = Instant::now();
     let warmup_ns = cfg.warmup().as_nanos() as u64;
     let stop_at = Arc::new(AtomicU64::new(u64::MAX));
-    let statuses: Vec<Arc<LinkStatus>> = (0..n_conn).map(|_| Arc::default()).collect();
+    let statuses: Vec<Arc<Link>> = (0..n_conn)
+        .map(|_| transport::new_link(&cfg.connect.broker))
+        .collect();
     let state = Arc::new(RrState::new(cfg, books.clone(), statuses.clone(), epoch));
     let http_addr = state.clone().serve(cfg, shutdown.clone()).await?;
     let _ = bound.send(http_addr);
@@ -217,12 +214,15 @@ pub(crate) async fn run(
             bind: None,
             tls: tls.clone(),
         };
-        set.spawn(async move { (i, mqtt::establish_with_retry(&spec, budget).await, spec) });
+        set.spawn(async move {
+            let r = transport::establish_with_retry(&spec, budget).await;
+            (i, r, spec)
+        });
     }
-    let mut sessions: Vec<Option<(mqtt::Session, SessionSpec)>> =
+    let mut sessions: Vec<Option<(transport::Session, SessionSpec)>> =
         (0..n_conn).map(|_| None).collect();
     while let Some(j) = set.join_next().await {
-        let Ok((i, r, spec)) = j else { continue };
+        let (i, r, spec) = j.map_err(|e| LoadgenError::Internal(format!("connect task: {e}")))?;
         let s = r.map_err(|source| LoadgenError::Connect {
             url: cfg.connect.broker.to_string(),
             source,
@@ -238,20 +238,20 @@ pub(crate) async fn run(
         .collect();
     let mut lane_tasks = Vec::new();
     let link_shutdown = CancellationToken::new();
+    let mut link_tasks = tokio::task::JoinSet::new();
+    let encoder = Encoder::new(&cfg.connect.broker, &opts);
     let mut lane_links: Vec<Vec<usize>> = vec![Vec::new(); lanes];
     for c in 0..n_conn {
         lane_links[c % lanes].push(c);
     }
-    // Link tasks take their packets from the outlets; their channels stay open until shutdown.
-    let mut senders = Vec::with_capacity(n_conn);
     for (l, conns) in lane_links.iter().enumerate() {
         let inbox = Arc::new(Inbox::default());
         let mut links = Vec::new();
         for &c in conns {
-            let (tx, rx) = mpsc::channel::<Bytes>(1);
-            let (session, spec) = sessions[c]
-                .take()
-                .expect("every connection was established");
+            let Some((session, spec)) = sessions[c].take() else {
+                let e = format!("connection {c} was not established");
+                return Err(LoadgenError::Internal(e));
+            };
             let handler = Replies {
                 batch: Vec::with_capacity(64),
                 inbox: inbox.clone(),
@@ -260,15 +260,13 @@ pub(crate) async fn run(
                 measure_from: warmup_ns,
                 stop_at: stop_at.clone(),
             };
-            tokio::spawn(mqtt::drive(
+            link_tasks.spawn(transport::drive(
                 spec,
                 session,
                 handler,
-                rx,
                 statuses[c].clone(),
                 link_shutdown.clone(),
             ));
-            senders.push(tx);
             links.push(statuses[c].clone());
         }
         let spec = LaneSpec {
@@ -279,7 +277,7 @@ pub(crate) async fn run(
             timeout_ns: rr.timeout_ms * 1_000_000,
             max_inflight: rr.max_inflight_per_client,
             run_id,
-            proto: opts.protocol(),
+            encoder,
             qos: rr.req_qos,
             shards: rr.shards,
             expect_replies,
@@ -335,13 +333,14 @@ pub(crate) async fn run(
     for t in lane_tasks {
         let _ = t.await;
     }
+    // Every link says goodbye after flushing what it holds.
     link_shutdown.cancel();
-    drop(senders);
+    while link_tasks.join_next().await.is_some() {}
     state.phase.store(live::PHASE_DONE, Relaxed);
 
     let w = books.window.snapshot();
     let duration_s = (stop.saturating_sub(warmup_ns)) as f64 / 1e9;
-    let reconnects = statuses.iter().map(|s| s.reconnects.load(Relaxed)).sum();
+    let reconnects = statuses.iter().map(|s| s.reconnects()).sum();
     let report = Report {
         scenario: match cfg.scenario {
             Scenario::Pub => "pub".into(),

@@ -1,6 +1,8 @@
-//! Byte-literal, cross-check (against rumqttc's mqttbytes) and property tests of the wire codec.
+//! Byte-literal, cross-check (against rumqttc's mqttbytes) and property tests of the MQTT codec.
 
 use super::*;
+use crate::codec::Correlation;
+use crate::mqtt::Encoder;
 use bytes::Bytes;
 use proptest::prelude::*;
 use rumqttc::v5::mqttbytes::v5 as mb5;
@@ -10,24 +12,6 @@ fn decode_one(buf: &[u8], proto: Protocol) -> InPublish<'_> {
     let f = next_frame(buf, 1 << 20).unwrap().unwrap();
     assert_eq!(f.total_len, buf.len());
     decode_publish(buf, f, proto).unwrap()
-}
-
-#[test]
-fn correlation_bytes_are_big_endian() {
-    let c = Correlation {
-        run: 0x01020304,
-        client: 7,
-        seq: 0x0a0b0c0d,
-    };
-    assert_eq!(
-        c.to_bytes(),
-        [1, 2, 3, 4, 0, 0, 0, 7, 0x0a, 0x0b, 0x0c, 0x0d]
-    );
-    assert_eq!(Correlation::from_bytes(&c.to_bytes()).unwrap(), c);
-    assert_eq!(
-        Correlation::from_bytes(&[1, 2, 3]),
-        Err(CodecError::BadCorrelation)
-    );
 }
 
 #[test]
@@ -153,9 +137,12 @@ fn header_byte_literal_and_reply_to() {
         correlation: None,
         payload: &buf,
     };
-    let r = reply_to(&p).unwrap();
-    assert!(r.header_style);
-    assert_eq!(r.topic, b"resp/a/0");
+    let m = to_message(&p, 99).unwrap();
+    assert!(m.in_header);
+    assert_eq!(m.reply_to, Some(&b"resp/a/0"[..]));
+    assert_eq!(m.correlation, Some(&[1u8, 2][..]));
+    assert_eq!(m.payload, b"body");
+    assert_eq!(m.wire_len, 99);
 }
 
 #[test]
@@ -170,7 +157,7 @@ fn bad_headers_are_errors() {
     ] {
         assert_eq!(decode_header(bad), Err(CodecError::BadHeader), "{bad:?}");
     }
-    // header present but empty reply topic
+    // header present but empty reply topic: no reply address (an answer's header)
     let p = InPublish {
         topic: b"req/1",
         qos: 0,
@@ -179,7 +166,34 @@ fn bad_headers_are_errors() {
         correlation: None,
         payload: b"RR\x01\x00\x00\x00",
     };
-    assert_eq!(reply_to(&p), Err(CodecError::NoReplyTopic));
+    let m = to_message(&p, 8).unwrap();
+    assert_eq!((m.reply_to, m.correlation), (None, Some(&b""[..])));
+    // a payload that opens with the header magic must carry a whole header
+    for bad in [
+        &b"RR\x01"[..],
+        b"RR\x01\x00\x05abc",
+        b"RR\x01\x00\x00\x05ab",
+    ] {
+        let p = InPublish { payload: bad, ..p };
+        assert_eq!(to_message(&p, 8), Err(CodecError::BadHeader), "{bad:?}");
+    }
+    // anything else is a plain message, without reply address or correlation
+    for plain in [&b""[..], b"R", b"RR", b"RR\x02\x00\x00\x00", b"body"] {
+        let m = to_message(
+            &InPublish {
+                payload: plain,
+                ..p
+            },
+            8,
+        )
+        .unwrap();
+        assert_eq!(
+            (m.reply_to, m.correlation, m.payload),
+            (None, None, plain),
+            "{plain:?}"
+        );
+        assert!(!m.in_header);
+    }
 }
 
 #[test]
@@ -189,23 +203,63 @@ fn response_roundtrip_v5_and_v4() {
         client: 2,
         seq: 3,
     };
-    for (proto, header_style) in [
+    for (proto, in_header) in [
         (Protocol::V5, false),
         (Protocol::V5, true),
         (Protocol::V4, true),
     ] {
-        let req = ReplyTo {
-            topic: b"resp/x/1",
-            correlation: &corr.to_bytes(),
-            header_style,
-            body: b"",
+        let req = Message {
+            topic: b"req/1",
+            payload: b"",
+            reply_to: Some(b"resp/x/1"),
+            correlation: Some(&corr.to_bytes()),
+            in_header,
+            wire_len: 0,
         };
         let mut buf = BytesMut::new();
-        encode_response(&mut buf, proto, &req, 0, 0, b"ok");
+        Encoder { proto }.answer(&mut buf, &req, b"ok", 0);
         let p = decode_one(&buf, proto);
         assert_eq!(p.topic, b"resp/x/1");
-        assert_eq!(response_correlation(&p).unwrap(), corr);
+        let m = to_message(&p, buf.len()).unwrap();
+        assert_eq!(
+            Correlation::from_bytes(m.correlation.unwrap()).unwrap(),
+            corr
+        );
+        assert_eq!(m.payload, b"ok");
+        assert_eq!(m.in_header, in_header);
     }
+}
+
+#[test]
+fn requests_carry_reply_topic_and_correlation_in_properties_or_the_header() {
+    let corr = [7u8; 12];
+    for proto in [Protocol::V5, Protocol::V4] {
+        let mut buf = BytesMut::new();
+        Encoder { proto }.request(&mut buf, b"req/3", b"resp/h/0", &corr, b"body", 0);
+        let p = decode_one(&buf, proto);
+        assert_eq!(p.topic, b"req/3");
+        if proto == Protocol::V4 {
+            // the payload is exactly the header as encode_header writes it, then the body
+            let mut expected = BytesMut::new();
+            encode_header(&mut expected, b"resp/h/0", &corr);
+            expected.extend_from_slice(b"body");
+            assert_eq!(p.payload, &expected[..]);
+        }
+        let m = to_message(&p, buf.len()).unwrap();
+        assert_eq!(m.reply_to, Some(&b"resp/h/0"[..]));
+        assert_eq!(m.correlation, Some(&corr[..]));
+        assert_eq!(m.payload, b"body");
+        assert_eq!(m.in_header, proto == Protocol::V4);
+    }
+    // a reply topic longer than 256 bytes is carried whole
+    let long = vec![b't'; 1000];
+    let mut buf = BytesMut::new();
+    Encoder {
+        proto: Protocol::V4,
+    }
+    .request(&mut buf, b"req/3", &long, &corr, b"", 1);
+    let p = decode_one(&buf, Protocol::V4);
+    assert_eq!(to_message(&p, 0).unwrap().reply_to, Some(&long[..]));
 }
 
 #[test]
@@ -286,8 +340,7 @@ proptest! {
         let proto = if v5 { Protocol::V5 } else { Protocol::V4 };
         if let Ok(Some(f)) = next_frame(&bytes, 1 << 20) {
             if let Ok(p) = decode_publish(&bytes, f, proto) {
-                let _ = reply_to(&p);
-                let _ = response_correlation(&p);
+                let _ = to_message(&p, f.total_len);
             }
         }
         let _ = decode_header(&bytes);
@@ -298,8 +351,7 @@ proptest! {
         framed.extend_from_slice(&bytes);
         let f = next_frame(&framed, 1 << 20).unwrap().unwrap();
         if let Ok(p) = decode_publish(&framed, f, proto) {
-            let _ = reply_to(&p);
-            let _ = response_correlation(&p);
+            let _ = to_message(&p, f.total_len);
         }
     }
 }
@@ -353,5 +405,73 @@ fn set_publish_pkid_rewrites_only_the_identifier() {
         );
         let n = buf.len();
         assert!(set_publish_pkid(&mut buf[..n - 1], 1).is_err());
+    }
+}
+
+#[test]
+fn fixed_header_reads_the_remaining_length_whatever_the_size() {
+    let total = |b: &[u8]| fixed_header(b).unwrap().map(|f| f.total_len);
+    assert_eq!(total(&[0x30, 0x00]), Some(2));
+    assert_eq!(total(&[0x30, 0x7f]), Some(129));
+    assert_eq!(total(&[0x30, 0x80, 0x01]), Some(3 + 128));
+    assert_eq!(
+        total(&[0x30, 0xff, 0xff, 0xff, 0x7f]),
+        Some(5 + 268_435_455)
+    );
+    assert_eq!(total(&[0x30, 0x80]), None);
+    assert_eq!(total(&[0x30]), None);
+    assert_eq!(total(&[]), None);
+    assert_eq!(
+        fixed_header(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]),
+        Err(CodecError::BadLength)
+    );
+}
+
+fn qos_publishes(proto: Protocol) -> BytesMut {
+    let mut b = BytesMut::new();
+    for (qos, pkid) in [(1, 7), (0, 0), (1, 8)] {
+        encode_publish(
+            &mut b,
+            proto,
+            &OutPublish {
+                topic: b"t",
+                qos,
+                pkid,
+                response_topic: None,
+                correlation: None,
+                payload: &[b"x"],
+            },
+        );
+    }
+    b.extend_from_slice(PINGREQ);
+    b
+}
+
+#[test]
+fn qos1_publishes_are_counted_and_stamped_with_consecutive_identifiers() {
+    for proto in [Protocol::V4, Protocol::V5] {
+        let mut b = qos_publishes(proto);
+        // what a new session inherits from a queue: the QoS 1 publishes, not QoS 0 or pings
+        assert_eq!(flow_publishes(&b), 2);
+        let before = b.clone();
+        stamp_publishes(&mut b, 41);
+        let mut rest = &b[..];
+        let mut ids = Vec::new();
+        while let Some(f) = next_frame(rest, 1 << 20).unwrap() {
+            if f.packet_type() == 3 {
+                ids.push(decode_publish(rest, f, proto).unwrap().pkid);
+            }
+            rest = &rest[f.total_len..];
+        }
+        assert_eq!(ids, [42, 0, 43]);
+        // only the identifiers changed
+        let diff = b.iter().zip(before.iter()).filter(|(a, b)| a != b).count();
+        assert_eq!(diff, 2);
+        // the sequence wraps past 65535 without ever using 0
+        stamp_publishes(&mut b, 65_534);
+        let f = next_frame(&b, 1 << 20).unwrap().unwrap();
+        assert_eq!(decode_publish(&b, f, proto).unwrap().pkid, 65_535);
+        stamp_publishes(&mut b, 65_535);
+        assert_eq!(decode_publish(&b, f, proto).unwrap().pkid, 1);
     }
 }
