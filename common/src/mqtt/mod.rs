@@ -93,34 +93,21 @@ impl Encoder {
         };
         let corr = req.correlation.unwrap_or_default();
         let v5 = self.proto == Protocol::V5;
-        if req.in_header || !v5 {
-            let (h, corr) = header_parts(b"", corr);
-            encode_publish(
-                buf,
-                self.proto,
-                &OutPublish {
-                    topic,
-                    qos,
-                    pkid: 0,
-                    response_topic: None,
-                    correlation: v5.then_some(corr),
-                    payload: &[&h.lead, &h.clen, corr, body],
-                },
-            );
-        } else {
-            encode_publish(
-                buf,
-                self.proto,
-                &OutPublish {
-                    topic,
-                    qos,
-                    pkid: 0,
-                    response_topic: None,
-                    correlation: Some(corr),
-                    payload: &[body],
-                },
-            );
-        }
+        let in_header = req.in_header || !v5;
+        let (h, short) = header_parts(b"", corr);
+        let pieces: [&[u8]; 4] = [&h.lead, &h.clen, short, body];
+        encode_publish(
+            buf,
+            self.proto,
+            &OutPublish {
+                topic,
+                qos,
+                pkid: 0,
+                response_topic: None,
+                correlation: v5.then_some(if in_header { short } else { corr }),
+                payload: if in_header { &pieces } else { &pieces[3..] },
+            },
+        );
     }
 
     /// A message to `topic` that asks for no answer, its payload given in pieces.
