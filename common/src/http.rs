@@ -1,11 +1,18 @@
-//! The small HTTP/1.1 server behind `/metrics`, `/stats`, `/health`, `/ready` (and `/` where a
-//! binary serves a page). Each client gets its own task with read/write deadlines and a size
-//! limit, so a slow or malformed client never blocks anything else.
+//! The HTTP endpoints of both binaries (`/metrics`, `/stats`, `/health`, `/ready`, and `/` where
+//! a binary serves a page), on hyper's HTTP/1 server: each client gets its own task with a
+//! header deadline, a whole-connection deadline and a request-size limit, so a slow or malformed
+//! client never blocks anything else. Also a small GET client for tests and the worker-stats poll.
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, HOST};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -23,8 +30,12 @@ pub trait Endpoints: Send + Sync + 'static {
     }
 }
 
+/// Largest request head accepted (hyper's smallest buffer limit); a larger one gets 431.
 const MAX_HEAD: usize = 8 * 1024;
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client must send its whole request head within this.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed this long after it was accepted, whatever it is doing.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds `addr` and serves until `shutdown`. Returns the bound address (port 0 picks one).
 pub async fn serve<E: Endpoints>(
@@ -40,10 +51,7 @@ pub async fn serve<E: Endpoints>(
                 _ = shutdown.cancelled() => return,
                 accepted = listener.accept() => {
                     if let Ok((stream, _)) = accepted {
-                        let e = endpoints.clone();
-                        tokio::spawn(async move {
-                            let _ = tokio::time::timeout(IO_TIMEOUT * 2, handle(stream, e)).await;
-                        });
+                        tokio::spawn(serve_connection(stream, endpoints.clone()));
                     } else {
                         // e.g. out of file descriptors: back off instead of spinning
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -55,118 +63,225 @@ pub async fn serve<E: Endpoints>(
     Ok(local)
 }
 
-async fn handle<E: Endpoints>(mut stream: TcpStream, e: Arc<E>) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = tokio::time::timeout(IO_TIMEOUT, stream.read(&mut chunk))
-            .await
-            .map_err(|_| std::io::Error::other("read timeout"))??;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-            break;
-        }
-        if head.len() > MAX_HEAD {
-            return respond(
-                &mut stream,
-                431,
-                "text/plain",
-                b"request header too large\n",
-            )
-            .await;
-        }
+async fn serve_connection<E: Endpoints>(stream: TcpStream, endpoints: Arc<E>) {
+    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let response = route(&*endpoints, req.method(), req.uri().path());
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    // a client that reads its answer too slowly is cut off here
+    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+}
+
+fn route<E: Endpoints>(e: &E, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET is supported\n",
+        );
     }
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" && method != "HEAD" {
-        return respond(&mut stream, 405, "text/plain", b"only GET is supported\n").await;
-    }
-    let path = target.split('?').next().unwrap_or("");
     match path {
-        "/metrics" => {
-            let body = e.metrics();
-            respond(
-                &mut stream,
-                200,
-                "text/plain; version=0.0.4",
-                body.as_bytes(),
-            )
-            .await
-        }
-        "/stats" => {
-            let body = e.stats();
-            respond(&mut stream, 200, "application/json", body.as_bytes()).await
-        }
-        "/health" | "/healthz" => respond(&mut stream, 200, "text/plain", b"ok\n").await,
+        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", e.metrics()),
+        "/stats" => reply(StatusCode::OK, "application/json", e.stats()),
+        "/health" | "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/ready" | "/readyz" => {
             if e.ready() {
-                respond(&mut stream, 200, "text/plain", b"ready\n").await
+                reply(StatusCode::OK, "text/plain", "ready\n")
             } else {
-                respond(&mut stream, 503, "text/plain", b"not ready\n").await
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
             }
         }
         other => match e.other(other) {
-            Some((ct, body)) => respond(&mut stream, 200, ct, &body).await,
-            None => respond(&mut stream, 404, "text/plain", b"not found\n").await,
+            Some((ct, body)) => reply(StatusCode::OK, ct, body),
+            None => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         },
     }
 }
 
-async fn respond(
-    stream: &mut TcpStream,
-    code: u16,
-    content_type: &str,
-    body: &[u8],
-) -> std::io::Result<()> {
-    let reason = match code {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
-    };
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let write = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
-        stream.shutdown().await
-    };
-    tokio::time::timeout(IO_TIMEOUT, write)
-        .await
-        .map_err(|_| std::io::Error::other("write timeout"))?
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
-/// Minimal HTTP GET client for local endpoints (tests, the loadgen's worker-stats proxy).
-/// Speaks HTTP/1.0 so that servers answer with a plain body, never chunked.
+/// GET `path` (with its query) from `addr` ("host:port"); returns the status and the body as
+/// text. For local endpoints: tests, and the loadgen's worker-stats poll.
 pub async fn get(addr: &str, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
-    let fut = async {
-        let mut s = TcpStream::connect(addr).await?;
-        let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let code = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((code, body))
+    let fetch = async {
+        let stream = TcpStream::connect(addr).await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        let request = Request::get(path)
+            .header(HOST, addr)
+            .body(Empty::<Bytes>::new())
+            .map_err(std::io::Error::other)?;
+        let exchange = async move {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(std::io::Error::other)?;
+            let code = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(std::io::Error::other)?
+                .to_bytes();
+            // `sender` drops here, which lets `connection` finish
+            Ok::<_, std::io::Error>((code, String::from_utf8_lossy(&body).into_owned()))
+        };
+        let (answer, _) = tokio::join!(exchange, connection);
+        answer
     };
-    tokio::time::timeout(timeout, fut)
+    tokio::time::timeout(timeout, fetch)
         .await
         .map_err(|_| std::io::Error::other("timeout"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    struct Fixed;
+
+    impl Endpoints for Fixed {
+        fn metrics(&self) -> String {
+            "m_total 1\n".into()
+        }
+        fn stats(&self) -> String {
+            "{\"a\":1}".into()
+        }
+        fn ready(&self) -> bool {
+            false
+        }
+        fn other(&self, path: &str) -> Option<(&'static str, Vec<u8>)> {
+            (path == "/").then(|| ("text/html", b"<html></html>".to_vec()))
+        }
+    }
+
+    async fn start() -> (String, CancellationToken) {
+        let stop = CancellationToken::new();
+        let addr = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Fixed),
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        (addr.to_string(), stop)
+    }
+
+    /// Sends raw bytes, returns everything the server answers before it closes.
+    async fn raw(addr: &str, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .expect("server answers and closes")
+            .unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    const T: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn routes_status_codes_and_bodies() {
+        let (a, stop) = start().await;
+        assert_eq!(
+            get(&a, "/metrics", T).await.unwrap(),
+            (200, "m_total 1\n".into())
+        );
+        assert_eq!(
+            get(&a, "/stats?x=1", T).await.unwrap(),
+            (200, "{\"a\":1}".into())
+        );
+        assert_eq!(get(&a, "/health", T).await.unwrap().0, 200);
+        assert_eq!(
+            get(&a, "/ready", T).await.unwrap(),
+            (503, "not ready\n".into())
+        );
+        assert_eq!(
+            get(&a, "/", T).await.unwrap(),
+            (200, "<html></html>".into())
+        );
+        assert_eq!(get(&a, "/nope", T).await.unwrap().0, 404);
+        let post = raw(
+            &a,
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        let head = raw(&a, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("content-length: 10\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
+        let old = raw(&a, b"GET /metrics HTTP/1.0\r\n\r\n").await;
+        assert!(old.starts_with("HTTP/1.0 200"), "{old}");
+        assert!(
+            old.contains("content-type: text/plain; version=0.0.4\r\n"),
+            "{old}"
+        );
+        assert!(old.contains("cache-control: no-store\r\n"), "{old}");
+        assert!(
+            old.ends_with("\r\n\r\nm_total 1\n"),
+            "plain body, not chunked: {old}"
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn oversized_and_malformed_requests_get_errors_not_hangs() {
+        let (a, stop) = start().await;
+        let big = format!(
+            "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(3 * MAX_HEAD)
+        );
+        let answer = raw(&a, big.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+        let answer = raw(&a, b"\x16\x03\x01 garbage\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_dropped_after_the_head_deadline() {
+        let (a, stop) = start().await;
+        let mut s = TcpStream::connect(&a).await.unwrap();
+        s.write_all(b"GET /met").await.unwrap();
+        let mut buf = Vec::new();
+        let t = tokio::time::Instant::now();
+        let _ = s.read_to_end(&mut buf).await;
+        let waited = t.elapsed();
+        assert!(
+            waited >= HEAD_TIMEOUT && waited < CONNECTION_TIMEOUT,
+            "closed after {waited:?}"
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn bind_errors_are_returned() {
+        let (a, stop) = start().await;
+        let taken: SocketAddr = a.parse().unwrap();
+        let err = serve(taken, Arc::new(Fixed), CancellationToken::new()).await;
+        assert_eq!(err.unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
+        stop.cancel();
+        assert!(get("127.0.0.1:1", "/health", T).await.is_err());
+    }
 }

@@ -11,6 +11,7 @@ pub mod link;
 pub mod mqtt;
 pub mod nats;
 pub mod net;
+pub mod prom;
 pub mod stats;
 pub mod transport;
 

@@ -57,6 +57,50 @@ impl Summary {
     }
 }
 
+/// A latency distribution as the Prometheus export needs it: samples per bucket of
+/// [`LATENCY_BUCKETS`] (not cumulative; the last entry counts values above the highest bound)
+/// and the sum in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BucketTotals {
+    pub counts: [u64; LATENCY_BUCKETS.len() + 1],
+    pub sum_s: f64,
+}
+
+impl BucketTotals {
+    /// From an HdrHistogram of microseconds. A value counts in the first bucket whose bound is
+    /// at or above the lowest value of its HdrHistogram bin (as `count_between(0, bound)` would).
+    pub fn of_hdr(h: &Histogram<u64>) -> BucketTotals {
+        let mut t = BucketTotals::default();
+        if h.is_empty() {
+            return t;
+        }
+        let bounds_us: Vec<u64> = LATENCY_BUCKETS
+            .iter()
+            .map(|b| (b * 1e6).round() as u64)
+            .collect();
+        // one walk over the bins from min to max (cheaper than hdrhistogram's `iter_recorded`)
+        let (mut sum_us, mut i, mut value) = (0.0, 0, h.lowest_equivalent(h.min()));
+        let max = h.max();
+        while value <= max {
+            let n = h.count_at(value);
+            if n > 0 {
+                while i < bounds_us.len() && value > bounds_us[i] {
+                    i += 1;
+                }
+                t.counts[i] += n;
+                sum_us += h.median_equivalent(value) as f64 * n as f64;
+            }
+            value = h.next_non_equivalent(value);
+        }
+        t.sum_s = sum_us / 1e6;
+        t
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
 /// A histogram shared between hot-path tasks (which merge into it on a timer) and readers.
 pub struct SharedHistogram {
     inner: Mutex<Histogram<u64>>,
@@ -82,6 +126,12 @@ impl SharedHistogram {
 
     pub fn summary(&self) -> Summary {
         Summary::of(&self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Bucket totals for the Prometheus export. Copies the histogram first, so the lock that
+    /// hot-path merges wait on is held for a copy, not for the walk over its bins.
+    pub fn totals(&self) -> BucketTotals {
+        BucketTotals::of_hdr(&self.snapshot())
     }
 
     pub fn snapshot(&self) -> Histogram<u64> {
@@ -155,6 +205,14 @@ impl AtomicBuckets {
             }
         }
         u64::MAX
+    }
+
+    /// Current totals for the Prometheus export.
+    pub fn totals(&self) -> BucketTotals {
+        BucketTotals {
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            sum_s: self.sum_us() as f64 / 1e6,
+        }
     }
 
     pub fn write_prometheus(&self, w: &mut PromWriter, name: &str, help: &str) {

@@ -3,6 +3,7 @@
 //! answer each request on its reply topic with its correlation.
 
 pub mod config;
+pub mod export;
 pub mod intake;
 pub mod outbox;
 pub mod pool;
@@ -11,7 +12,6 @@ use config::{Config, Valid};
 use pool::{Counters, Policy, Pool, Shared};
 use rr_common::http::{self, Endpoints};
 use rr_common::link::{Link, SessionError, SessionSpec};
-use rr_common::stats::PromWriter;
 use rr_common::transport::{self, Encoder};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -51,6 +51,8 @@ pub struct WorkerState {
     pub queue_cap: u64,
     pub ready: std::sync::atomic::AtomicBool,
     pub config: serde_json::Value,
+    /// `/metrics`, registered once.
+    pub metrics: export::WorkerMetrics,
 }
 
 /// Counter snapshot (also the `/stats` JSON).
@@ -128,81 +130,7 @@ impl WorkerState {
 
 impl Endpoints for WorkerState {
     fn metrics(&self) -> String {
-        let s = self.snapshot();
-        let c = &self.shared.counters;
-        let mut w = PromWriter::new();
-        w.counter(
-            "worker_requests_received_total",
-            "Requests received",
-            s.received,
-        );
-        w.counter(
-            "worker_responses_published_total",
-            "Responses handed to a connection",
-            s.responded,
-        );
-        w.counter(
-            "worker_requests_dropped_total",
-            "Requests dropped because the queue was full",
-            s.dropped,
-        );
-        w.counter(
-            "worker_requests_invalid_total",
-            "Messages that could not be parsed as requests",
-            s.invalid,
-        );
-        w.counter(
-            "worker_errors_total",
-            "Responses that could not be published",
-            s.errors,
-        );
-        w.gauge(
-            "worker_queue_depth",
-            "Requests waiting in the queue",
-            s.queue_depth as f64,
-        );
-        w.gauge(
-            "worker_queue_capacity",
-            "Capacity of the request queue",
-            s.queue_capacity as f64,
-        );
-        w.gauge(
-            "worker_pool_size",
-            "Workers in the pool",
-            s.pool_size as f64,
-        );
-        w.gauge(
-            "worker_busy_workers",
-            "Workers processing a request",
-            s.busy_workers as f64,
-        );
-        w.counter_labeled(
-            "worker_scale_events_total",
-            "Autoscaler resizes",
-            "direction",
-            &[("up", s.scale_up_events), ("down", s.scale_down_events)],
-        );
-        w.gauge(
-            "worker_connections",
-            "Connected subscriber connections",
-            s.connections as f64,
-        );
-        w.counter(
-            "worker_reconnects_total",
-            "Reconnects after a lost connection",
-            s.reconnects,
-        );
-        c.queue_wait.write_prometheus(
-            &mut w,
-            "worker_queue_wait_seconds",
-            "Time requests waited in the queue",
-        );
-        c.processing.write_prometheus(
-            &mut w,
-            "worker_processing_seconds",
-            "Time a worker spent on a request",
-        );
-        w.finish()
+        self.metrics.render(&self.snapshot(), &self.shared.counters)
     }
 
     fn stats(&self) -> String {
@@ -294,6 +222,7 @@ async fn start_inner(
         queue_cap: u64::from(cfg.queue_cap),
         ready: false.into(),
         config: cfg.describe(),
+        metrics: Default::default(),
     });
     let http_bind = cfg.http.socket();
     let http_addr = http::serve(http_bind, state.clone(), shutdown.clone())
