@@ -7,6 +7,7 @@ pub mod broker;
 pub mod cli;
 pub mod codec;
 pub mod http;
+pub mod kafka;
 pub mod link;
 pub mod mqtt;
 pub mod nats;

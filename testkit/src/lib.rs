@@ -5,6 +5,8 @@
 //!   missing ([`Mosquitto::start`] returns an error saying so).
 //! - [`NatsServer`]: the system `nats-server` (2.9) on a free loopback port, optionally with TLS
 //!   and a user/password; killed on drop, restartable on its port.
+//! - [`Tansu`]: the `tansu` Kafka-compatible broker (memory storage) on a free port, restartable;
+//!   [`KafkaBridge`]: a test-only Kafka-to-MQTT-over-WebSocket gateway.
 //! - [`Embedded`]: the in-process `rr-broker` (mqtt5 crate) on a free port.
 //! - [`TestPki`]: a throwaway CA with server and client certificates for TLS tests.
 //! - [`wait_until`] and friends: poll a condition with a deadline instead of sleeping.
@@ -13,19 +15,23 @@
 
 mod daemon;
 mod embedded;
+mod kafka_bridge;
 mod mosquitto;
 mod nats_server;
 mod pki;
 mod process;
 mod procfs;
+mod tansu;
 mod wait;
 
 pub use embedded::Embedded;
+pub use kafka_bridge::{BridgeCounts, KafkaBridge};
 pub use mosquitto::{Mosquitto, MosquittoOptions, TlsFiles, MOSQUITTO_BIN};
 pub use nats_server::{NatsOptions, NatsServer, NATS_SERVER_BIN};
 pub use pki::TestPki;
 pub use process::{metrics_addr_in, send_signal, Process};
 pub use procfs::{cpu_seconds, rss_bytes, try_rss_bytes};
+pub use tansu::{Tansu, TansuOptions, TANSU_BIN_ENV};
 pub use wait::{wait_until, wait_until_async, wait_until_blocking, POLL_INTERVAL};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read back, released).
