@@ -8,4 +8,6 @@ if [ ! -x "$out/loadgen" ] || [ ! -x "$out/worker" ] || [ ! -x "$out/rr-broker" 
   echo "first release build: cargo compiles about 210 crates (tokio, rustls, the embedded mqtt5 broker, ...),"
   echo "some 9 minutes of CPU: about 5 minutes on 2 idle cores, less with more; later builds take seconds."
 fi
+# pkg-config and the OpenSSL headers (librdkafka's TLS and SASL SCRAM) when missing and root.
+bash scripts/install-deps.sh build || true
 exec cargo build --release -p loadgen -p worker -p rr-broker
