@@ -12,7 +12,16 @@
 //! The replier produces its answer to `kafka_replyTopic` (to `kafka_replyPartition` when the
 //! request names one) with the request's `kafka_correlationId`.
 
-use crate::codec::CodecError;
+/// Why a record's headers do not make a usable request or reply. `Copy`, to index counters.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("missing or unusable kafka_replyTopic")]
+    NoReplyTopic,
+    #[error("missing kafka_correlationId, or longer than 255 bytes")]
+    BadCorrelation,
+    #[error("kafka_replyPartition is not a 4-byte non-negative number")]
+    BadPartition,
+}
 
 /// Header carrying the correlation (Spring's `KafkaHeaders.CORRELATION_ID`).
 pub const CORRELATION_ID: &str = "kafka_correlationId";
@@ -35,11 +44,11 @@ pub struct KafkaReplyTo<'a> {
 /// a later duplicate header wins, as Spring's header mapper does).
 ///
 /// # Errors
-/// [`CodecError::NoReplyTopic`] without a usable `kafka_replyTopic` (missing, empty, not UTF-8,
-/// not a legal topic name); [`CodecError::BadCorrelation`] without a correlation or with one
-/// longer than [`MAX_CORRELATION`]; [`CodecError::BadHeader`] for a reply partition that is not
-/// 4 bytes or is negative.
-pub fn reply_to<'a, I>(headers: I) -> Result<KafkaReplyTo<'a>, CodecError>
+/// [`HeaderError::NoReplyTopic`] without a usable `kafka_replyTopic` (missing, empty, not UTF-8,
+/// not a legal topic name); [`HeaderError::BadCorrelation`] without a correlation or with one
+/// longer than [`MAX_CORRELATION`]; [`HeaderError::BadPartition`] for a reply partition that is
+/// not 4 bytes or is negative.
+pub fn reply_to<'a, I>(headers: I) -> Result<KafkaReplyTo<'a>, HeaderError>
 where
     I: IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
 {
@@ -57,19 +66,19 @@ where
     let topic = topic
         .and_then(|t| std::str::from_utf8(t).ok())
         .filter(|t| super::topics::is_legal_topic(t))
-        .ok_or(CodecError::NoReplyTopic)?;
+        .ok_or(HeaderError::NoReplyTopic)?;
     let correlation = correlation
         .filter(|c| c.len() <= MAX_CORRELATION)
-        .ok_or(CodecError::BadCorrelation)?;
+        .ok_or(HeaderError::BadCorrelation)?;
     let partition = match partition {
         None => None,
         Some(v) => {
             let b: [u8; 4] = v
                 .and_then(|v| v.try_into().ok())
-                .ok_or(CodecError::BadHeader)?;
+                .ok_or(HeaderError::BadPartition)?;
             let p = i32::from_be_bytes(b);
             if p < 0 {
-                return Err(CodecError::BadHeader);
+                return Err(HeaderError::BadPartition);
             }
             Some(p)
         }
@@ -84,8 +93,8 @@ where
 /// The correlation of a reply (the last `kafka_correlationId` header).
 ///
 /// # Errors
-/// [`CodecError::BadCorrelation`] when the reply carries none.
-pub fn correlation_of<'a, I>(headers: I) -> Result<&'a [u8], CodecError>
+/// [`HeaderError::BadCorrelation`] when the reply carries none.
+pub fn correlation_of<'a, I>(headers: I) -> Result<&'a [u8], HeaderError>
 where
     I: IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
 {
@@ -94,7 +103,7 @@ where
         .filter(|(n, _)| *n == CORRELATION_ID)
         .filter_map(|(_, v)| v)
         .last()
-        .ok_or(CodecError::BadCorrelation)
+        .ok_or(HeaderError::BadCorrelation)
 }
 
 #[cfg(test)]
@@ -130,24 +139,24 @@ mod tests {
     #[test]
     fn rejects_requests_it_cannot_answer() {
         let c = Some(&b"c"[..]);
-        type Case<'a> = (&'a [(&'a str, Option<&'a [u8]>)], CodecError);
+        type Case<'a> = (&'a [(&'a str, Option<&'a [u8]>)], HeaderError);
         let cases: [Case<'_>; 7] = [
-            (&[(CORRELATION_ID, c)], CodecError::NoReplyTopic),
+            (&[(CORRELATION_ID, c)], HeaderError::NoReplyTopic),
             (
                 &[(REPLY_TOPIC, Some(&b""[..])), (CORRELATION_ID, c)],
-                CodecError::NoReplyTopic,
+                HeaderError::NoReplyTopic,
             ),
             (
                 &[(REPLY_TOPIC, Some(&b"a/b"[..])), (CORRELATION_ID, c)],
-                CodecError::NoReplyTopic,
+                HeaderError::NoReplyTopic,
             ),
             (
                 &[(REPLY_TOPIC, Some(&[0xff][..])), (CORRELATION_ID, c)],
-                CodecError::NoReplyTopic,
+                HeaderError::NoReplyTopic,
             ),
             (
                 &[(REPLY_TOPIC, Some(&b"r"[..]))],
-                CodecError::BadCorrelation,
+                HeaderError::BadCorrelation,
             ),
             (
                 &[
@@ -155,7 +164,7 @@ mod tests {
                     (CORRELATION_ID, c),
                     (REPLY_PARTITION, Some(&[0, 1][..])),
                 ],
-                CodecError::BadHeader,
+                HeaderError::BadPartition,
             ),
             (
                 &[
@@ -163,7 +172,7 @@ mod tests {
                     (CORRELATION_ID, c),
                     (REPLY_PARTITION, Some(&(-1i32).to_be_bytes()[..])),
                 ],
-                CodecError::BadHeader,
+                HeaderError::BadPartition,
             ),
         ];
         for (h, want) in cases {
@@ -175,8 +184,8 @@ mod tests {
                 (REPLY_TOPIC, Some(&b"r"[..])),
                 (CORRELATION_ID, Some(&long[..]))
             ]),
-            Err(CodecError::BadCorrelation)
+            Err(HeaderError::BadCorrelation)
         );
-        assert_eq!(correlation_of([]), Err(CodecError::BadCorrelation));
+        assert_eq!(correlation_of([]), Err(HeaderError::BadCorrelation));
     }
 }
