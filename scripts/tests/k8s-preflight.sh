@@ -11,7 +11,7 @@ if [ ! -x "$KUBECTL_BIN" ]; then
 fi
 
 # our_lines OUTPUT: the lines that are not make's own "*** ... Error" line
-our_lines() { grep -v '^make: \*\*\*' <<<"$1"; }
+our_lines() { grep -Ev '^make(\[[0-9]+\])?: \*\*\*' <<<"$1"; }
 
 out=$(make --no-print-directory k8s-deploy-1m KUBECTL=/nonexistent/kubectl 2>&1); rc=$?
 check "without kubectl: k8s-deploy-1m fails (rc $rc)" test "$rc" -ne 0
