@@ -16,7 +16,7 @@ UP_DEFAULTED    := $(strip $(foreach v,VIRTUAL_CLIENTS INTERVAL_MS CONNECTIONS,$
 export VIRTUAL_CLIENTS INTERVAL_MS CONNECTIONS UP_DEFAULTED
 
 .PHONY: help up up-fanout down stats logs test test-rust test-scripts lint build release \
-        install-deps benchmark benchmark-quick memory-1m fanout-bench fanout-memory clean
+        install-deps benchmark benchmark-quick memory-1m memory-10m fanout-bench fanout-memory clean
 
 ##@ run
 up: release ## Broker (BROKER or local mosquitto/embedded) + worker + loadgen, live progress until Ctrl-C
@@ -28,8 +28,11 @@ down: ## Stop whatever `make up` started
 up-fanout: release ## The WebSocket fan-out scenario against a local broker's WebSocket listener
 	@SCENARIO=fanout bash scripts/up.sh
 
-memory-1m: release ## 1,000,000 virtual clients: loadgen resident memory (UPDATE_RESULTS=1: benchmarks/results/memory-1m.txt)
-	@bash scripts/memory-1m.sh
+memory-1m: release ## 1,000,000 virtual clients, 30 s: loadgen resident memory (UPDATE_RESULTS=1: benchmarks/results/memory-1m.txt)
+	@bash scripts/memory.sh 1m
+
+memory-10m: release ## 10,000,000 virtual clients, 7 min, every client sends: loadgen resident memory (UPDATE_RESULTS=1: benchmarks/results/memory-10m.txt)
+	@bash scripts/memory.sh 10m
 
 benchmark: release ## Full benchmark suite (scratch dir; UPDATE_RESULTS=1: benchmarks/results/)
 	@bash scripts/benchmark.sh
