@@ -6,7 +6,7 @@
 mod report_samples;
 
 use loadgen::reporting::{hist, LoadedReport};
-use report_samples::{old, simulate, Run};
+use report_samples::{capacity, old, simulate, Run};
 use rr_common::stats::Summary;
 use serde_json::Value;
 
@@ -172,4 +172,24 @@ fn merge_and_report_subcommands_write_json_and_html() {
     let (code, out, _) = loadgen(&["merge", "--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("http://HOST:PORT"), "{out}");
+}
+
+#[test]
+fn report_charts_writes_the_capacity_plot_as_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = simulate(&Run::default()).report;
+    r["capacity"] = capacity();
+    let f = write_json(dir.path(), "cap.json", &r);
+    let charts = dir.path().join("charts");
+    let (code, _, err) = loadgen(&["report", &f, "--charts", charts.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let svg = std::fs::read_to_string(charts.join("chart-capacity.svg")).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
+    for label in ["p50", "p99", "match rate", "capacity 7594 req/s"] {
+        assert!(
+            svg.contains(label),
+            "{label} missing from the capacity plot"
+        );
+    }
+    assert!(charts.join("chart-percentiles.svg").exists());
 }

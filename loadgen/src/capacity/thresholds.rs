@@ -5,7 +5,8 @@
 //! report; any failure makes the process exit 99.
 
 use rr_common::cli::ConfigError;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::fmt;
 
 /// What a threshold can look at.
@@ -158,7 +159,7 @@ pub struct Threshold {
 pub struct Thresholds(pub Vec<Threshold>);
 
 /// The outcome of one threshold, as recorded in the report.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub expr: String,
     pub ok: bool,
@@ -324,6 +325,73 @@ impl Thresholds {
                 }
             })
             .collect()
+    }
+}
+
+/// A metric's value in a JSON report (any scenario's): the measured window's totals, or, for
+/// a capacity search, the figures of the step that gave its answer (the last passed step at
+/// the answer's rate), so `p99<50ms` judges the capacity found, not the whole search.
+pub fn report_value(report: &Value, m: Metric) -> Option<f64> {
+    use Metric::*;
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
+    if let Some(cap) = report.get("capacity").filter(|c| c.is_object()) {
+        if m == Capacity {
+            return num(cap, "rate");
+        }
+        let rate = num(cap, "rate")?;
+        let step = cap.get("steps").and_then(Value::as_array).and_then(|s| {
+            s.iter().rev().find(|r| {
+                r.get("passed").and_then(Value::as_bool) == Some(true)
+                    && num(r, "offered_rate") == Some(rate)
+            })
+        });
+        return match (m, step) {
+            (P50, Some(s)) => num(s, "p50_us"),
+            (P99, Some(s)) => num(s, "p99_us"),
+            (P999, Some(s)) => num(s, "p999_us"),
+            (LagP99, Some(s)) => num(s, "lag_p99_us"),
+            (Match, Some(s)) => num(s, "match_rate"),
+            (OfferedRate, Some(s)) => num(s, "offered_rate"),
+            (AchievedRate, Some(s)) => num(s, "achieved_rate"),
+            (Sent | Matched | Timeouts | Late | Skipped | PublishErrors, Some(s)) => {
+                num(s, m.name())
+            }
+            // no step passed: nothing was sustained, so no step figures to judge
+            (P50 | P99 | P999 | LagP99 | Match | OfferedRate | AchievedRate, None) => None,
+            (Sent | Matched | Timeouts | Late | Skipped | PublishErrors, None) => None,
+            _ => totals(report, m),
+        };
+    }
+    totals(report, m)
+}
+
+fn totals(report: &Value, m: Metric) -> Option<f64> {
+    use Metric::*;
+    let lat = |k: &str| {
+        report
+            .get("latency_us")
+            .and_then(|l| l.get(k))
+            .and_then(Value::as_f64)
+    };
+    let top = |k: &str| report.get(k).and_then(Value::as_f64);
+    match m {
+        Min => lat("min"),
+        Mean => lat("mean"),
+        P50 => lat("p50"),
+        P90 => lat("p90"),
+        P99 => lat("p99"),
+        P999 => lat("p999"),
+        Max => lat("max"),
+        LagP99 => report
+            .get("schedule_lag_us")
+            .and_then(|l| l.get("p99"))
+            .and_then(Value::as_f64),
+        Match => top("match_rate").or_else(|| top("delivery_ratio")),
+        OfferedRate => top("offered_rate"),
+        AchievedRate => top("achieved_rate"),
+        Capacity => None,
+        Sent | Matched | Timeouts | Late | Duplicates | Invalid | Skipped | PublishErrors
+        | Reconnects | Lost => top(m.name()),
     }
 }
 

@@ -96,3 +96,48 @@ fn a_metric_the_run_cannot_measure_is_found_before_the_run() {
     assert_eq!(m, Metric::Capacity);
     assert!(t.unmeasurable(|_| true).is_none());
 }
+
+#[test]
+fn a_report_gives_its_window_figures() {
+    let r = serde_json::json!({
+        "sent": 1000, "matched": 998, "timeouts": 2, "match_rate": 0.998,
+        "offered_rate": 100.0, "achieved_rate": 99.5, "reconnects": 0,
+        "latency_us": {"p50": 800, "p99": 31200, "p999": 40000, "max": 52000},
+        "schedule_lag_us": {"p99": 120},
+    });
+    let t = Thresholds::parse(
+        "p99<50ms,match>=0.999,timeouts==0,achieved_rate>=0.99*offered,lag_p99<1ms,capacity>0",
+    )
+    .unwrap();
+    let v = t.evaluate(|m| report_value(&r, m));
+    assert_eq!(
+        v.iter().map(|v| v.ok).collect::<Vec<_>>(),
+        [true, false, false, true, true, false]
+    );
+    assert_eq!(v[0].value, Some(31_200.0));
+    assert_eq!(v[5].line, "✗ capacity>0 (not measured in this run)");
+}
+
+#[test]
+fn a_capacity_report_is_judged_on_its_answer_step() {
+    let step = |rate: f64, p99: u64, passed: bool| {
+        serde_json::json!({"offered_rate": rate, "achieved_rate": rate, "p99_us": p99,
+            "match_rate": 1.0, "sent": 10, "timeouts": 0, "passed": passed})
+    };
+    let r = serde_json::json!({
+        // the whole search's latency includes the failed steps
+        "latency_us": {"p99": 900_000}, "match_rate": 0.9,
+        "capacity": {"rate": 1500.0, "steps": [
+            step(1000.0, 5_000, true), step(1500.0, 8_000, true), step(2250.0, 800_000, false),
+        ]},
+    });
+    let t = Thresholds::parse("p99<50ms,match>=0.999,capacity>=1400/s,capacity<1600").unwrap();
+    let v = t.evaluate(|m| report_value(&r, m));
+    assert!(all_passed(&v), "{v:?}");
+    assert_eq!(v[0].value, Some(8_000.0));
+    // no step passed: the answer has no figures to judge
+    let none =
+        serde_json::json!({"capacity": {"rate": 0.0, "steps": [step(1000.0, 800_000, false)]}});
+    assert_eq!(report_value(&none, Metric::P99), None);
+    assert_eq!(report_value(&none, Metric::Capacity), Some(0.0));
+}

@@ -8,6 +8,7 @@ use super::compare::{self, Comparison, RuleResult};
 use super::html::{self, Baseline};
 use super::load::{LoadedReport, ReportError};
 use super::merge;
+use super::{charts, figures};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use std::ffi::OsString;
@@ -21,7 +22,7 @@ const EXIT_ARGS: i32 = 2;
 /// The subcommand names, as `loadgen --help` lists them.
 pub const HELP: &str = "\
 Subcommands (reports; `loadgen SUBCOMMAND --help` for each):
-  loadgen report REPORT.json -o REPORT.html     the self-contained HTML report of a JSON report
+  loadgen report REPORT.json -o REPORT.html [--charts DIR]   the self-contained HTML report (and each chart as SVG)
   loadgen merge FILE|URL... -o merged.json      one exact report of several instances (and its HTML)
   loadgen compare BASE.json NEW.json [--fail-on \"p99>+10%,match<-0.001\"]   exit 99 on a regression";
 
@@ -48,6 +49,10 @@ enum Cmd {
         /// failed rule is marked in the page and exits 99.
         #[arg(long, requires = "baseline")]
         fail_on: Option<String>,
+        /// Also write each chart as DIR/<chart id>.svg (e.g. chart-capacity.svg: rate against
+        /// p50/p99/match of a capacity search).
+        #[arg(long, value_name = "DIR")]
+        charts: Option<PathBuf>,
     },
     /// Merges several instances' reports into one: books summed, histograms merged exactly,
     /// timelines lined up on wall-clock seconds, one row per instance; writes JSON and HTML.
@@ -120,7 +125,9 @@ fn run(cmd: Cmd) -> i32 {
             output,
             baseline,
             fail_on,
-        } => report(&input, output, baseline.as_deref(), fail_on.as_deref()),
+            charts,
+        } => report(&input, output, baseline.as_deref(), fail_on.as_deref())
+            .and_then(|code| write_charts(&input, charts.as_deref()).map(|()| code)),
         Cmd::Merge {
             sources,
             output,
@@ -184,6 +191,21 @@ fn report(
     write(&out, &page)?;
     eprintln!("HTML report written to {}", out.display());
     Ok(code)
+}
+
+/// Writes every chart of the report at `input` as `dir/<chart id>.svg` (nothing without `dir`).
+fn write_charts(input: &Path, dir: Option<&Path>) -> Result<(), (String, i32)> {
+    let Some(dir) = dir else { return Ok(()) };
+    let r = LoadedReport::from_file(input).map_err(bad)?;
+    for f in figures::figures(&r) {
+        if let figures::Figure::Chart { chart, .. } = f {
+            let svg = charts::svg(&chart).map_err(|e| (e, 1))?;
+            let path = dir.join(format!("{}.svg", chart.id));
+            write(&path, &svg)?;
+            eprintln!("chart written to {}", path.display());
+        }
+    }
+    Ok(())
 }
 
 /// The HTML page of a report, with the comparison against `baseline` embedded when given, and
