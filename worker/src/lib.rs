@@ -150,7 +150,7 @@ impl Endpoints for WorkerState {
 pub struct Running {
     pub state: Arc<WorkerState>,
     pub http_addr: SocketAddr,
-    /// Cancelled once the worker has drained and closed its connections.
+    /// Cancelled once the worker has drained and every connection has said DISCONNECT.
     pub done: CancellationToken,
 }
 
@@ -158,8 +158,9 @@ pub struct Running {
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Connects, subscribes, and starts serving. Returns once every connection is up; the worker
-/// keeps running until `shutdown` is cancelled, then answers what is queued (up to
-/// [`DRAIN_LIMIT`]) before it closes its connections.
+/// keeps running until `shutdown` is cancelled, then answers what it holds (until nothing is
+/// queued, in hand or in the outbox, at most [`DRAIN_LIMIT`]), then stops its tasks and joins
+/// its connections (each flushes what it holds and says DISCONNECT) before `done`.
 pub async fn start(
     cfg: Valid<Config>,
     shutdown: CancellationToken,
@@ -171,12 +172,11 @@ pub async fn start(
     tokio::spawn(async move {
         shutdown.cancelled().await;
         let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
-        while tokio::time::Instant::now() < deadline {
-            let s = state.snapshot();
-            if s.queue_depth == 0 && s.in_progress == 0 && state.shared.outbox.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if !state.shared.wait_idle(deadline).await {
+            tracing::warn!(
+                "stopping with requests unanswered after {DRAIN_LIMIT:?}: {:?}",
+                state.snapshot()
+            );
         }
         stopped.cancel();
         // every connection writes out what it holds, says DISCONNECT and closes
@@ -206,16 +206,14 @@ async fn start_inner(
     let statuses: Vec<Arc<Link>> = (0..n)
         .map(|_| transport::new_link(&cfg.connect.broker))
         .collect();
-    let (tx, rx) = async_channel::bounded(cfg.queue_cap as usize);
-    let shared = Arc::new(Shared {
-        counters: Counters::default(),
-        tx,
-        rx,
-        outbox: Arc::new(outbox::Outbox::new(
+    let shared = Arc::new(Shared::new(
+        Counters::default(),
+        cfg.queue_cap as usize,
+        Arc::new(outbox::Outbox::new(
             statuses.clone(),
             encoder.flow_controlled(cfg.pub_qos),
         )),
-    });
+    ));
     let state = Arc::new(WorkerState {
         shared: shared.clone(),
         links: statuses.clone(),

@@ -37,6 +37,8 @@ pub struct Outbox {
     flow: bool,
     /// Flow-controlled answers wait for acknowledgements to free room.
     waiting_room: AtomicBool,
+    /// Woken whenever the buffer has been handed out completely (a stopping worker waits on it).
+    emptied: Notify,
 }
 
 /// Answers not handed to a connection yet.
@@ -60,7 +62,14 @@ impl Outbox {
             next: AtomicUsize::new(0),
             flow,
             waiting_room: AtomicBool::new(false),
+            emptied: Notify::new(),
         }
+    }
+
+    /// Resolves at the next moment the buffer has been handed out completely. Create it (and
+    /// `enable` it) before checking [`Outbox::is_empty`], so that moment is not missed.
+    pub fn emptied(&self) -> tokio::sync::futures::Notified<'_> {
+        self.emptied.notified()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -105,8 +114,10 @@ impl Outbox {
         }
         if !p.lens.is_empty() {
             self.waiting_room.store(true, Ordering::Release);
+            return false;
         }
-        p.lens.is_empty()
+        self.emptied.notify_waiters();
+        true
     }
 
     /// Queues one encoded answer; `flush` writes the buffer out now (the caller saw no more
@@ -134,7 +145,9 @@ impl Outbox {
         if flush {
             let batch = buf.split();
             drop(pending);
-            if !self.write(&batch) {
+            if self.write(&batch) {
+                self.emptied.notify_waiters();
+            } else {
                 self.requeue(&batch);
             }
         } else {
@@ -203,6 +216,7 @@ impl Outbox {
                         _ = tokio::time::sleep(Duration::from_millis(1)) => {}
                     }
                 }
+                me.emptied.notify_waiters();
             }
         });
     }

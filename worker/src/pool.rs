@@ -45,11 +45,56 @@ pub struct Shared {
     pub tx: async_channel::Sender<Job>,
     pub rx: async_channel::Receiver<Job>,
     pub outbox: Arc<Outbox>,
+    /// Woken when a worker finishes the last job in hand with the queue empty.
+    pub idle: tokio::sync::Notify,
 }
 
 impl Shared {
+    pub fn new(counters: Counters, queue_cap: usize, outbox: Arc<Outbox>) -> Shared {
+        let (tx, rx) = async_channel::bounded(queue_cap);
+        Shared {
+            counters,
+            tx,
+            rx,
+            outbox,
+            idle: tokio::sync::Notify::new(),
+        }
+    }
+
     pub fn queue_depth(&self) -> u64 {
         self.rx.len() as u64
+    }
+
+    /// Every request received is answered (or dropped, invalid, failed) and no answer waits in
+    /// the outbox. Outcomes are read before `received`, so a request arriving meanwhile (or one
+    /// a worker has just taken from the queue) can only make this false.
+    pub fn is_idle(&self) -> bool {
+        let c = &self.counters;
+        let resolved = c.responded.load(Relaxed)
+            + c.dropped.load(Relaxed)
+            + c.invalid.load(Relaxed)
+            + c.errors.load(Relaxed);
+        resolved == c.received.load(Relaxed) && self.outbox.is_empty()
+    }
+
+    /// Waits until [`Shared::is_idle`] (woken by the workers and the outbox, no polling), or
+    /// until `deadline`; true when idle.
+    pub async fn wait_idle(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let idle = self.idle.notified();
+            let emptied = self.outbox.emptied();
+            tokio::pin!(idle, emptied);
+            idle.as_mut().enable();
+            emptied.as_mut().enable();
+            if self.is_idle() {
+                return true;
+            }
+            tokio::select! {
+                _ = idle => {}
+                _ = emptied => {}
+                _ = tokio::time::sleep_until(deadline) => return self.is_idle(),
+            }
+        }
     }
 }
 
@@ -92,12 +137,15 @@ async fn work(shared: Arc<Shared>, mode: Mode, sleep: Duration, cpu: u64, stop: 
         c.busy_ns.fetch_add(took.as_nanos() as u64, Relaxed);
         c.processing.record_us(took.as_micros() as u64);
         // The worker that leaves the queue empty writes the answers out at once.
-        if shared.outbox.send(&job.response, shared.rx.is_empty()) {
+        let last = shared.rx.is_empty();
+        if shared.outbox.send(&job.response, last) {
             c.responded.fetch_add(1, Relaxed);
         } else {
             c.errors.fetch_add(1, Relaxed);
         }
-        c.in_progress.fetch_sub(1, Relaxed);
+        if c.in_progress.fetch_sub(1, Relaxed) == 1 && last {
+            shared.idle.notify_waiters();
+        }
     }
 }
 
