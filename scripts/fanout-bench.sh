@@ -163,7 +163,7 @@ res = {
         "bytes_per_s": x("bytes_per_s"),
         "latency_us": x("latency_us"),
         "expected": x("expected"), "received": x("received"), "lost": x("lost"),
-        "clients_with_loss": x("clients_with_loss"), "match_rate": x("match_rate"),
+        "clients_with_loss": x("clients_with_loss"), "delivery_ratio": x("delivery_ratio"),
         "disconnects": x("disconnects"), "reconnects": x("reconnects"),
         "loadgen_cpu_cores_in_window": lg_cores,
         "loadgen_cpu_us_per_delivery": round(lg_cores * 1e6 / delivered, 2) if lg_cores and delivered else None,
@@ -192,7 +192,7 @@ Shape: {res['settings']['CLIENTS']} WebSocket clients from {e['sources']}, one r
 | published | {R['published_per_s']} msg/s |
 | delivered | {R['delivered_per_s']} msg/s ({R['bytes_per_s'] / 1e6:.1f} MB/s of MQTT packets) |
 | latency mean / p50 / p90 / p99 / p99.9 / max | {L['mean'] / 1000:.2f} / {ms(L['p50'])} / {ms(L['p90'])} / {ms(L['p99'])} / {ms(L['p999'])} / {ms(L['max'])} |
-| lost / clients with loss / match rate | {R['lost']} / {R['clients_with_loss']} / {R['match_rate']} |
+| lost / clients with loss / delivery ratio | {R['lost']} / {R['clients_with_loss']} / {R['delivery_ratio']} |
 | disconnects | {R['disconnects']} |
 | loadgen CPU in the window (publisher included) | {R['loadgen_cpu_cores_in_window']} cores ({R['loadgen_cpu_us_per_delivery']} µs per delivered message) |
 | broker CPU in the window | {res['broker']['cpu_cores_in_window']} cores |

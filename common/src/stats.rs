@@ -3,7 +3,7 @@
 //! fixed buckets (never summaries), so latencies aggregate across instances.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -29,7 +29,7 @@ pub fn record_us(h: &mut Histogram<u64>, us: u64) {
 }
 
 /// Percentiles of a latency distribution, in microseconds.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     pub min: u64,
     pub mean: f64,

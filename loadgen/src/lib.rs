@@ -6,6 +6,7 @@ pub mod capacity;
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod harness;
 pub mod report;
 pub mod reporting;
 pub mod rr;
@@ -13,8 +14,10 @@ mod web;
 
 use config::{Config, Scenario, Valid};
 pub use error::LoadgenError;
+use harness::RunState;
 use report::Report;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -56,9 +59,21 @@ pub async fn start(
 ) -> Result<Running, LoadgenError> {
     let (bound_tx, bound_rx) = oneshot::channel();
     let task = tokio::spawn(async move {
+        let state = Arc::new(RunState::new(
+            cfg.scenario.name(),
+            cfg.instance_id(),
+            cfg.warmup(),
+        ));
+        let hooks = Vec::new();
         match cfg.scenario {
-            Scenario::Rr | Scenario::Pub => rr::run(&cfg, shutdown, bound_tx).await,
-            Scenario::Fanout => fanout::run(&cfg, shutdown, bound_tx).await,
+            Scenario::Rr | Scenario::Pub => {
+                let rr = rr::scenario::Rr::new(&cfg, state.clone());
+                harness::run(&cfg, state, rr, hooks, shutdown, bound_tx).await
+            }
+            Scenario::Fanout => {
+                let fanout = fanout::Fanout::new(&cfg, state.clone())?;
+                harness::run(&cfg, state, fanout, hooks, shutdown, bound_tx).await
+            }
         }
     });
     match bound_rx.await {

@@ -204,7 +204,7 @@ async fn broker_restart(version: &'static str) {
         back_at.duration_since(killed_at).as_secs_f64(),
         relinked.as_secs_f64(),
         recovered,
-        r.sent, r.matched, r.timeouts, r.late, r.publish_errors, r.skipped, r.reconnects,
+        r.sent, r.rq().matched, r.rq().timeouts, r.rq().late, r.publish_errors, r.skipped, r.reconnects,
         w.state.snapshot().reconnects,
         started.elapsed().as_secs_f64(),
     );
@@ -232,7 +232,7 @@ async fn broker_restart(version: &'static str) {
         r.publish_errors,
         r.offered_rate
     );
-    assert!(r.timeouts > 0 && r.matched > 0);
+    assert!(r.rq().timeouts > 0 && r.rq().matched > 0);
     assert_eq!(r.invalid, 0);
     // the worker's books hold once idle
     rr_testkit::wait_until(Duration::from_secs(5), "worker conservation", || {
@@ -526,10 +526,10 @@ async fn garbage(version: &'static str) {
     let r = finish(run).await;
     eprintln!(
         "MQTT {version}: real traffic: sent {} matched {} match rate {:.5} invalid {} duplicates {} reconnects {}",
-        r.sent, r.matched, r.match_rate, r.invalid, r.duplicates, r.reconnects
+        r.sent, r.rq().matched, r.rq().match_rate, r.invalid, r.duplicates, r.reconnects
     );
     assert_books_close(&r);
-    assert!(r.match_rate >= 0.999, "{r:#?}");
+    assert!(r.rq().match_rate >= 0.999, "{r:#?}");
     assert_eq!(r.duplicates, 0);
     assert_eq!(
         r.invalid, expect_lg,
@@ -573,39 +573,7 @@ fn report_of(path: &std::path::Path) -> loadgen::report::Report {
     let text = std::fs::read_to_string(path).expect("REPORT_JSON written");
     let v: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
     validate_report(&v);
-    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v:#}"));
-    let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v:#}"));
-    let summary = |k: &str| rr_common::stats::Summary {
-        min: v[k]["min"].as_u64().unwrap_or(0),
-        mean: v[k]["mean"].as_f64().unwrap_or(0.0),
-        p50: v[k]["p50"].as_u64().unwrap_or(0),
-        p90: v[k]["p90"].as_u64().unwrap_or(0),
-        p99: v[k]["p99"].as_u64().unwrap_or(0),
-        p999: v[k]["p999"].as_u64().unwrap_or(0),
-        max: v[k]["max"].as_u64().unwrap_or(0),
-    };
-    loadgen::report::Report {
-        scenario: v["scenario"].as_str().unwrap_or_default().into(),
-        instance_id: v["instance_id"].as_str().unwrap_or_default().into(),
-        config: v["config"].as_object().cloned().unwrap_or_default(),
-        duration_s: f("duration_s"),
-        offered_rate: f("offered_rate"),
-        achieved_rate: f("achieved_rate"),
-        sent: n("sent"),
-        matched: n("matched"),
-        timeouts: n("timeouts"),
-        late: n("late"),
-        duplicates: n("duplicates"),
-        invalid: n("invalid"),
-        skipped: n("skipped"),
-        publish_errors: n("publish_errors"),
-        reconnects: n("reconnects"),
-        match_rate: f("match_rate"),
-        latency_us: summary("latency_us"),
-        schedule_lag_us: summary("schedule_lag_us"),
-        unresolved: n("unresolved"),
-        extra: serde_json::Map::new(),
-    }
+    serde_json::from_value(v).expect("the report reads back as a Report")
 }
 
 /// No worker at all: every request times out. Pending state is preallocated (clients x inflight
@@ -666,7 +634,7 @@ async fn d_memory_stays_flat_through_60_s_of_total_loss_at_20k_per_s() {
         "RSS at 12 s {:.1} MiB, max {:.1} MiB, at end {:.1} MiB ({:+.1}%); most in flight {most_inflight}; \
          sent {} timeouts {} skipped {} achieved {:.0}/s",
         mb(base), mb(max), mb(last), (max as f64 / base as f64 - 1.0) * 100.0,
-        r.sent, r.timeouts, r.skipped, r.achieved_rate
+        r.sent, r.rq().timeouts, r.skipped, r.achieved_rate
     );
     // pending state is bounded by clients x inflight cap, and it is full (rate x timeout)
     assert!(
@@ -678,8 +646,8 @@ async fn d_memory_stays_flat_through_60_s_of_total_loss_at_20k_per_s() {
         "RSS grew from {base} to {max}: {samples:?}"
     );
     assert_books_close(&r);
-    assert_eq!(r.matched, 0);
-    assert_eq!(r.timeouts, r.sent);
+    assert_eq!(r.rq().matched, 0);
+    assert_eq!(r.rq().timeouts, r.sent);
     assert!(r.achieved_rate >= 0.98 * 20_000.0, "{r:#?}");
     assert_due_accounted(&r);
 }
@@ -752,7 +720,7 @@ async fn e_a_stalled_broker_shows_as_publish_errors_not_growth() {
     eprintln!(
         "broker stopped 5 s at {} req/s x 8 KiB: RSS {:.1} -> peak {:.1} MiB; publish errors from {:?} into the stall, {} during it; \
          report: sent {} matched {} timeouts {} late {} skipped {} publish_errors {} lag p99 {} us max {} us, achieved {:.0}/s",
-        r.offered_rate, mb(before), mb(peak), first_error, stalled_errors, r.sent, r.matched, r.timeouts, r.late,
+        r.offered_rate, mb(before), mb(peak), first_error, stalled_errors, r.sent, r.rq().matched, r.rq().timeouts, r.rq().late,
         r.skipped, r.publish_errors, r.schedule_lag_us.p99, r.schedule_lag_us.max, r.achieved_rate
     );
     // bounded: the 5 s stall offered 200 MB; nearly all of it was refused, not buffered
@@ -821,9 +789,9 @@ async fn f_sigterm_stops_drains_reports_and_exits_0() {
             "measured {running} s: {r:#?}"
         );
         if answered {
-            assert!(r.match_rate >= 0.999, "{r:#?}");
+            assert!(r.rq().match_rate >= 0.999, "{r:#?}");
         } else {
-            assert_eq!(r.timeouts, r.sent);
+            assert_eq!(r.rq().timeouts, r.sent);
         }
         assert!(
             lg.stdout().contains("match"),
@@ -864,7 +832,7 @@ async fn f_sigterm_stops_drains_reports_and_exits_0() {
     )
     .await;
     assert_books_close(&r);
-    assert!(r.match_rate >= 0.999, "{r:#?}");
+    assert!(r.rq().match_rate >= 0.999, "{r:#?}");
     let waddr = w.http_addr.to_string();
     assert_eq!(http::get(&waddr, "/health", T).await.unwrap().0, 200);
     assert_eq!(http::get(&waddr, "/ready", T).await.unwrap().0, 200);

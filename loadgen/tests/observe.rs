@@ -650,7 +650,7 @@ async fn c_prometheus_evaluates_the_recording_rules_on_a_live_run() {
     );
 
     for r in live.finish().await {
-        assert!(r.match_rate >= 0.99, "{r:#?}");
+        assert!(r.rq().match_rate >= 0.99, "{r:#?}");
     }
 }
 

@@ -31,9 +31,9 @@ fn with<'a>(base: &[(&'a str, &'a str)], more: &[(&'a str, &'a str)]) -> Vec<(&'
 fn check_healthy_run(r: &loadgen::report::Report) {
     assert_books_close(r);
     assert!(
-        r.match_rate >= 0.999,
+        r.rq().match_rate >= 0.999,
         "match rate {} < 0.999: {r:#?}",
-        r.match_rate
+        r.rq().match_rate
     );
     assert_eq!(r.duplicates, 0, "{r:#?}");
     assert_eq!(r.invalid, 0, "{r:#?}");
@@ -163,7 +163,7 @@ async fn d_autoscaler_grows_under_load_and_shrinks_after() {
         "pool passed 40 only after {t:?}"
     );
     assert_books_close(&r);
-    assert!(r.match_rate >= 0.99, "{r:#?}");
+    assert!(r.rq().match_rate >= 0.99, "{r:#?}");
     let s = w.state.snapshot();
     assert_eq!(s.dropped, 0, "{s:?}");
     assert!(s.scale_up_events > 0);
@@ -208,9 +208,9 @@ async fn e_no_worker_means_every_request_times_out() {
         ((r.sent + r.skipped) as f64 - due).abs() / due < 0.02,
         "{r:#?}"
     );
-    assert_eq!(r.matched, 0);
-    assert_eq!(r.timeouts, r.sent);
-    assert_eq!(r.match_rate, 0.0);
+    assert_eq!(r.rq().matched, 0);
+    assert_eq!(r.rq().timeouts, r.sent);
+    assert_eq!(r.rq().match_rate, 0.0);
     assert!(
         r.skipped > 0,
         "with TIMEOUT_MS > INTERVAL_MS due sends hit the inflight cap"
@@ -236,11 +236,14 @@ async fn e_a_responder_that_answers_twice_makes_duplicates() {
     )
     .await;
     assert_books_close(&r);
-    assert!(r.match_rate >= 0.999 && r.match_rate <= 1.0, "{r:#?}");
-    assert!(r.matched <= r.sent);
-    let diff = r.duplicates.abs_diff(r.matched);
     assert!(
-        diff <= r.matched / 100,
+        r.rq().match_rate >= 0.999 && r.rq().match_rate <= 1.0,
+        "{r:#?}"
+    );
+    assert!(r.rq().matched <= r.sent);
+    let diff = r.duplicates.abs_diff(r.rq().matched);
+    assert!(
+        diff <= r.rq().matched / 100,
         "about one duplicate per match: {r:#?}"
     );
     s1.cancel();
@@ -460,7 +463,7 @@ async fn h_short_run_against_the_embedded_broker() {
     )
     .await;
     assert_books_close(&r);
-    assert!(r.match_rate >= 0.999, "{r:#?}");
+    assert!(r.rq().match_rate >= 0.999, "{r:#?}");
     assert_eq!(r.duplicates, 0);
     assert_eq!(r.invalid, 0);
     stop.cancel();
@@ -515,7 +518,7 @@ async fn i_a_stopping_worker_answers_what_it_holds() {
     let r = lg.await.unwrap();
     assert_books_close(&r);
     assert!(
-        r.matched >= s.responded.min(r.sent) * 9 / 10,
+        r.rq().matched >= s.responded.min(r.sent) * 9 / 10,
         "{r:#?} {s:?}"
     );
 }

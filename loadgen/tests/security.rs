@@ -82,10 +82,13 @@ async fn g_tls_wss_mutual_tls_and_passwords_carry_traffic() {
         let r = run_through(&url, auth).await;
         eprintln!(
             "{name}: sent {} matched {} match rate {:.5} p50 {} us",
-            r.sent, r.matched, r.match_rate, r.latency_us.p50
+            r.sent,
+            r.rq().matched,
+            r.rq().match_rate,
+            r.latency_us.p50
         );
         assert_books_close(&r);
-        assert!(r.match_rate >= 0.999, "{name}: {r:#?}");
+        assert!(r.rq().match_rate >= 0.999, "{name}: {r:#?}");
         let cfg = serde_json::to_string(&r.config).unwrap();
         assert!(
             !cfg.contains(PASSWORD),
@@ -233,11 +236,11 @@ async fn h_slow_http_clients_block_neither_metrics_nor_the_hot_path() {
     hang_w.abort();
     eprintln!(
         "240 slow HTTP clients: slowest of 60 GETs {worst:?}; run match rate {:.5}, p99 {} us, schedule lag p99 {} us max {} us",
-        r.match_rate, r.latency_us.p99, r.schedule_lag_us.p99, r.schedule_lag_us.max
+        r.rq().match_rate, r.latency_us.p99, r.schedule_lag_us.p99, r.schedule_lag_us.max
     );
     assert!(worst < Duration::from_millis(500), "a GET took {worst:?}");
     assert_books_close(&r);
-    assert!(r.match_rate >= 0.999, "{r:#?}");
+    assert!(r.rq().match_rate >= 0.999, "{r:#?}");
     assert_eq!(r.publish_errors, 0);
     assert_eq!(r.skipped, 0);
     wstop.cancel();

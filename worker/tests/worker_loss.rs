@@ -72,7 +72,7 @@ async fn b_sigkill_of_one_worker_costs_only_what_it_held() {
     eprintln!(
         "worker A held {held} (received {received_a}) when killed; run: sent {} matched {} timeouts {} late {} match rate {:.5}; \
          survivor received {} responded {} dropped {} errors {} reconnects {}; run ended {:.1} s after the kill",
-        r.sent, r.matched, r.timeouts, r.late, r.match_rate,
+        r.sent, r.rq().matched, r.rq().timeouts, r.rq().late, r.rq().match_rate,
         sb_idle["received"], sb_idle["responded"], sb_idle["dropped"], sb_idle["errors"], sb_idle["reconnects"],
         killed.elapsed().as_secs_f64()
     );
@@ -84,9 +84,9 @@ async fn b_sigkill_of_one_worker_costs_only_what_it_held() {
     let window = (rate / 2.0 * 0.05) as u64;
     assert!(held >= 50, "A held too little to tell: {sa:#}");
     assert!(
-        r.timeouts + window >= held && r.timeouts <= held + window,
+        r.rq().timeouts + window >= held && r.rq().timeouts <= held + window,
         "timeouts {} vs held {held} (+-{window}): {r:#?}",
-        r.timeouts
+        r.rq().timeouts
     );
     assert_eq!(r.duplicates, 0);
     assert_eq!(r.invalid, 0);

@@ -1,10 +1,12 @@
 //! Live fan-out counters and latency histograms: hot paths bump relaxed atomics and record into
-//! a few sharded histograms; a timer merges them for the progress line, `/metrics`, `/stats`.
+//! a few sharded histograms; readers merge them for the harness's tick and progress line,
+//! `/metrics` and `/stats`.
 
+use crate::harness::{self, Outstanding, RunState, Sample, Words};
 use hdrhistogram::Histogram;
 use rr_common::http::Endpoints;
 use rr_common::stats::{new_histogram, record_us, PromWriter, Summary};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Histogram shards; a recorder picks one by client index, so locks are rarely contended.
@@ -136,13 +138,11 @@ impl Latency {
         s
     }
 
-    pub fn window(&self) -> Summary {
+    /// The measured window's latency and publisher schedule lag, lossless.
+    pub fn window_histograms(&self) -> (Histogram<u64>, Histogram<u64>) {
         self.collect();
-        Summary::of(&lock(&self.merged).window)
-    }
-
-    pub fn lag(&self) -> Summary {
-        Summary::of(&lock(&self.merged).lag)
+        let m = lock(&self.merged);
+        (m.window.clone(), m.lag.clone())
     }
 
     fn write_total(&self, w: &mut PromWriter) {
@@ -160,15 +160,13 @@ impl Latency {
     }
 }
 
-/// Everything the HTTP endpoints and the progress line read.
+/// Everything the hot paths count and the endpoints read.
 pub struct Live {
     pub c: Counters,
     pub lat: Latency,
     pub clients: u64,
     pub subjects: u64,
     pub role: &'static str,
-    pub phase: Mutex<&'static str>,
-    pub ready: AtomicBool,
 }
 
 impl Live {
@@ -179,17 +177,7 @@ impl Live {
             clients,
             subjects,
             role,
-            phase: Mutex::new("starting"),
-            ready: AtomicBool::new(false),
         }
-    }
-
-    pub fn set_phase(&self, p: &'static str) {
-        *lock(&self.phase) = p;
-    }
-
-    pub fn phase(&self) -> &'static str {
-        *lock(&self.phase)
     }
 
     pub fn connections(&self) -> u64 {
@@ -197,12 +185,59 @@ impl Live {
     }
 }
 
-/// `/metrics`, `/stats`, `/health`, `/ready` of a fan-out run.
-pub struct FanoutEndpoints(pub Arc<Live>);
+/// `/metrics`, `/stats`, `/health`, `/ready` of a fan-out run, and what the harness's tick reads.
+pub struct FanoutEndpoints {
+    pub live: Arc<Live>,
+    pub run: Arc<RunState>,
+}
+
+impl harness::Live for FanoutEndpoints {
+    fn sample(&self) -> Sample {
+        let c = &self.live.c;
+        Sample {
+            sent: get(&c.published),
+            done: get(&c.received),
+            failed: get(&c.lost),
+            inflight: None,
+            connections: self.live.connections(),
+            connections_planned: self.live.clients,
+            reconnects: get(&c.reconnects),
+            worker_pool: None,
+        }
+    }
+
+    fn take_recent(&self) -> (Summary, Summary) {
+        (self.live.lat.take_interval(), Summary::default())
+    }
+
+    fn words(&self) -> Words {
+        Words {
+            sent: "pub",
+            done: "recv",
+            failed: "lost",
+        }
+    }
+
+    fn progress_extra(&self) -> String {
+        format!("disconnects {}", get(&self.live.c.disconnects))
+    }
+
+    /// Exact books (publisher in this process) know what is still to come; split roles only
+    /// see deliveries stop.
+    fn outstanding(&self) -> Outstanding {
+        let c = &self.live.c;
+        let received = get(&c.received_window);
+        Outstanding {
+            pending: (self.live.role == "both")
+                .then(|| get(&c.expected_window).saturating_sub(received + get(&c.lost_window))),
+            progress: received,
+        }
+    }
+}
 
 impl Endpoints for FanoutEndpoints {
     fn metrics(&self) -> String {
-        let l = &self.0;
+        let l = &self.live;
         let c = &l.c;
         let mut w = PromWriter::new();
         w.counter(
@@ -240,12 +275,11 @@ impl Endpoints for FanoutEndpoints {
     }
 
     fn stats(&self) -> String {
-        let l = &self.0;
+        let l = &self.live;
         let c = &l.c;
-        serde_json::json!({
-            "scenario": "fanout",
+        let mut head = self.run.stats_head();
+        let rest = serde_json::json!({
             "role": l.role,
-            "phase": l.phase(),
             "clients": l.clients,
             "subjects": l.subjects,
             "connections": l.connections(),
@@ -269,12 +303,15 @@ impl Endpoints for FanoutEndpoints {
             },
             "latency_us": l.lat.total(),
             "rss_bytes": rr_common::cli::rss_bytes(),
-        })
-        .to_string()
+        });
+        if let serde_json::Value::Object(m) = rest {
+            head.extend(m);
+        }
+        serde_json::Value::Object(head).to_string()
     }
 
     fn ready(&self) -> bool {
-        self.0.ready.load(Ordering::Relaxed)
+        self.run.is_ready()
     }
 
     fn other(&self, path: &str) -> Option<(&'static str, Vec<u8>)> {
@@ -300,45 +337,6 @@ pub fn process_cpu_seconds() -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
-/// Builds progress lines from counter deltas.
-pub struct Progress {
-    last_at: std::time::Instant,
-    last_pub: u64,
-    last_recv: u64,
-}
-
-impl Progress {
-    pub fn new(live: &Live) -> Progress {
-        Progress {
-            last_at: std::time::Instant::now(),
-            last_pub: get(&live.c.published),
-            last_recv: get(&live.c.received),
-        }
-    }
-
-    pub fn line(&mut self, live: &Live, elapsed_s: u64) -> String {
-        let now = std::time::Instant::now();
-        let dt = now.duration_since(self.last_at).as_secs_f64().max(1e-3);
-        let c = &live.c;
-        let (p, r) = (get(&c.published), get(&c.received));
-        let pub_rate = (p - self.last_pub) as f64 / dt;
-        let recv_rate = (r - self.last_recv) as f64 / dt;
-        (self.last_at, self.last_pub, self.last_recv) = (now, p, r);
-        let lat = live.lat.take_interval();
-        let ms = |us: u64| us as f64 / 1000.0;
-        format!(
-            "fanout {elapsed_s:>5}s {:<8} conns {}/{} | pub {pub_rate:.0}/s | recv {recv_rate:.0}/s | p50 {:.2} ms p99 {:.2} ms | lost {} | disconnects {}",
-            live.phase(),
-            live.connections(),
-            live.clients,
-            ms(lat.p50),
-            ms(lat.p99),
-            get(&c.lost),
-            get(&c.disconnects),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,7 +348,16 @@ mod tests {
         add(&live.c.received, 4);
         live.lat.record(3, 1500, true);
         live.lat.record(4, 700, false);
-        let text = FanoutEndpoints(live.clone()).metrics();
+        let run = Arc::new(RunState::new(
+            "fanout",
+            "t".into(),
+            std::time::Duration::ZERO,
+        ));
+        let ends = FanoutEndpoints {
+            live: live.clone(),
+            run,
+        };
+        let text = ends.metrics();
         for name in [
             "fanout_messages_published_total 0",
             "fanout_messages_received_total 4",
@@ -363,10 +370,10 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
-        assert_eq!(live.lat.window().max / 100, 15);
+        assert_eq!(Summary::of(&live.lat.window_histograms().0).max / 100, 15);
         assert!(process_cpu_seconds().is_some());
-        let stats: serde_json::Value =
-            serde_json::from_str(&FanoutEndpoints(live).stats()).expect("json");
+        let stats: serde_json::Value = serde_json::from_str(&ends.stats()).expect("json");
         assert_eq!(stats["received"], 4);
+        assert_eq!(stats["phase"], "starting");
     }
 }

@@ -1,85 +1,46 @@
 //! What a running rr/pub scenario shows while it runs: `/metrics`, `/stats`, the web dashboard,
-//! the live progress line, and the worker pool size polled from `WORKER_STATS_URLS`.
+//! the counters the harness's tick and progress line read, and the worker pool size polled
+//! from `WORKER_STATS_URLS`.
+//!
+//! `/stats` shows the window's books so far with the report's match rate, `matched / sent`:
+//! requests still in flight count as not (yet) matched, so while a run is going it reads low by
+//! about `inflight / sent`, and after the drain it is the report's figure. `recent` holds the
+//! last second's rates (and `recent.matched_per_s / recent.sent_per_s` the last second's ratio).
 
-use super::books::{Books, CountsSnapshot};
-use crate::config::{Config, Scenario};
-use crate::error::LoadgenError;
+use super::books::Books;
+use crate::config::Config;
+use crate::harness::{Live, Outstanding, RunState, Sample, Words};
+use crate::report::match_rate;
+use crate::web::DASHBOARD_HTML;
 use rr_common::http::{self, Endpoints};
 use rr_common::link::Link;
 use rr_common::stats::{PromWriter, Summary};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-pub const PHASE_RUNNING: u8 = 0;
-pub const PHASE_DRAINING: u8 = 1;
-pub const PHASE_DONE: u8 = 2;
-
-use crate::web::DASHBOARD_HTML;
-
-#[derive(Clone, Default, serde::Serialize)]
-struct Recent {
-    window_s: f64,
-    sent_per_s: f64,
-    matched_per_s: f64,
-    timeouts_per_s: f64,
-    p50_us: u64,
-    p99_us: u64,
-    lag_p99_us: u64,
-}
 
 pub struct RrState {
     pub books: Arc<Books>,
     pub links: Vec<Arc<Link>>,
-    pub epoch: Instant,
-    pub ready: AtomicBool,
-    pub started: AtomicBool,
-    pub phase: AtomicU8,
-    scenario: Scenario,
-    instance_id: String,
+    pub run: Arc<RunState>,
     virtual_clients: u32,
     offered_rate: f64,
-    warmup: Duration,
-    recent: Mutex<Recent>,
     worker: Mutex<Option<serde_json::Value>>,
     worker_urls: Vec<String>,
 }
 
 impl RrState {
-    pub fn new(cfg: &Config, books: Arc<Books>, links: Vec<Arc<Link>>, epoch: Instant) -> Self {
+    pub fn new(cfg: &Config, books: Arc<Books>, links: Vec<Arc<Link>>, run: Arc<RunState>) -> Self {
         RrState {
             books,
             links,
-            epoch,
-            ready: AtomicBool::new(false),
-            started: AtomicBool::new(false),
-            phase: AtomicU8::new(PHASE_RUNNING),
-            scenario: cfg.scenario,
-            instance_id: cfg.instance_id(),
+            run,
             virtual_clients: cfg.rr.virtual_clients,
             offered_rate: cfg.offered_rate(),
-            warmup: cfg.warmup(),
-            recent: Mutex::new(Recent::default()),
             worker: Mutex::new(None),
             worker_urls: cfg.worker_stats_urls.clone(),
         }
-    }
-
-    pub async fn serve(
-        self: Arc<Self>,
-        cfg: &Config,
-        shutdown: CancellationToken,
-    ) -> Result<SocketAddr, LoadgenError> {
-        let addr = cfg.http.socket();
-        let bound = http::serve(addr, self.clone(), shutdown.clone())
-            .await
-            .map_err(|source| LoadgenError::Http { addr, source })?;
-        if !self.worker_urls.is_empty() {
-            tokio::spawn(self.poll_workers(shutdown));
-        }
-        Ok(bound)
     }
 
     fn connections_up(&self) -> usize {
@@ -90,21 +51,25 @@ impl RrState {
         self.links.iter().map(|l| l.reconnects()).sum()
     }
 
-    fn phase_name(&self) -> &'static str {
-        match self.phase.load(Relaxed) {
-            PHASE_DRAINING => "draining",
-            PHASE_DONE => "done",
-            _ if self.epoch.elapsed() < self.warmup => "warmup",
-            _ => "running",
-        }
+    fn worker_pool(&self) -> Option<u64> {
+        self.worker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|w| w["pool_size"].as_u64())
     }
 
-    /// Polls worker `/stats` every second and keeps the sum of pool sizes and queues.
-    async fn poll_workers(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Whether worker `/stats` are polled at all.
+    pub fn polls_workers(&self) -> bool {
+        !self.worker_urls.is_empty()
+    }
+
+    /// Polls worker `/stats` every second until `stop` and keeps the sum of pool sizes and queues.
+    pub async fn poll_workers(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
             let mut sum = serde_json::json!({"pool_size": 0, "busy_workers": 0, "queue_depth": 0, "workers": 0});
@@ -131,62 +96,50 @@ impl RrState {
             *self.worker.lock().unwrap_or_else(|e| e.into_inner()) = any.then_some(sum);
         }
     }
-
-    /// Prints a progress line every `every_s` seconds and refreshes the recent-window figures.
-    /// Never returns on its own.
-    pub async fn progress_loop(self: Arc<Self>, every_s: u64, shutdown: CancellationToken) {
-        let period = Duration::from_secs(every_s.max(1));
-        let mut tick = tokio::time::interval(period);
-        tick.tick().await;
-        let mut last = self.books.total.snapshot();
-        let mut last_t = Instant::now();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => std::future::pending::<()>().await,
-                _ = tick.tick() => {}
-            }
-            let now = self.books.total.snapshot();
-            let dt = last_t.elapsed().as_secs_f64();
-            last_t = Instant::now();
-            let lat = Summary::of(&self.books.latency_recent.take());
-            let lag = Summary::of(&self.books.lag_recent.take());
-            let r = Recent {
-                window_s: dt,
-                sent_per_s: (now.sent - last.sent) as f64 / dt,
-                matched_per_s: (now.matched - last.matched) as f64 / dt,
-                timeouts_per_s: (now.timeouts - last.timeouts) as f64 / dt,
-                p50_us: lat.p50,
-                p99_us: lat.p99,
-                lag_p99_us: lag.p99,
-            };
-            last = now;
-            let w = self.books.window.snapshot();
-            if every_s > 0 {
-                eprintln!(
-                    "[{:>6.1}s {}] sent/s {:>8.0}  matched/s {:>8.0}  p50 {:>7.2} ms  p99 {:>7.2} ms  match {}  timeouts {}  inflight {}  conns {}/{}  lag p99 {:.2} ms",
-                    self.epoch.elapsed().as_secs_f64(),
-                    self.phase_name(),
-                    r.sent_per_s,
-                    r.matched_per_s,
-                    r.p50_us as f64 / 1e3,
-                    r.p99_us as f64 / 1e3,
-                    match_rate(&w).map_or("-".to_string(), |m| format!("{m:.5}")),
-                    w.timeouts,
-                    self.books.inflight.load(Relaxed),
-                    self.connections_up(),
-                    self.links.len(),
-                    r.lag_p99_us as f64 / 1e3,
-                );
-            }
-            *self.recent.lock().unwrap_or_else(|e| e.into_inner()) = r;
-        }
-    }
 }
 
-fn match_rate(w: &CountsSnapshot) -> Option<f64> {
-    // while requests are still in flight, matched/sent understates; resolved ones give the rate
-    let resolved = w.matched + w.timeouts;
-    (resolved > 0).then(|| w.matched as f64 / resolved as f64)
+impl Live for RrState {
+    fn sample(&self) -> Sample {
+        let t = self.books.total.snapshot();
+        Sample {
+            sent: t.sent,
+            done: t.matched,
+            failed: t.timeouts,
+            inflight: Some(self.books.inflight.load(Relaxed)),
+            connections: self.connections_up() as u64,
+            connections_planned: self.links.len() as u64,
+            reconnects: self.reconnects(),
+            worker_pool: self.worker_pool(),
+        }
+    }
+
+    fn take_recent(&self) -> (Summary, Summary) {
+        (
+            Summary::of(&self.books.latency_recent.take()),
+            Summary::of(&self.books.lag_recent.take()),
+        )
+    }
+
+    fn words(&self) -> Words {
+        Words {
+            sent: "sent",
+            done: "matched",
+            failed: "timeouts",
+        }
+    }
+
+    fn progress_extra(&self) -> String {
+        let w = self.books.window.snapshot();
+        format!("match {:.5}", match_rate(w.matched, w.sent))
+    }
+
+    fn outstanding(&self) -> Outstanding {
+        let t = self.books.total.snapshot();
+        Outstanding {
+            pending: Some(self.books.inflight.load(Relaxed)),
+            progress: t.matched + t.timeouts,
+        }
+    }
 }
 
 impl Endpoints for RrState {
@@ -269,15 +222,9 @@ impl Endpoints for RrState {
 
     fn stats(&self) -> String {
         let w = self.books.window.snapshot();
-        let elapsed = self.epoch.elapsed();
-        let measured_s = elapsed.saturating_sub(self.warmup).as_secs_f64();
-        let lag = Summary::of(&self.books.lag_window.snapshot());
-        let v = serde_json::json!({
-            "scenario": match self.scenario { Scenario::Pub => "pub", _ => "rr" },
-            "instance_id": self.instance_id,
-            "phase": self.phase_name(),
-            "elapsed_s": elapsed.as_secs_f64(),
-            "measured_s": measured_s,
+        let measured_s = self.run.measured_s();
+        let mut v = self.run.stats_head();
+        let rest = serde_json::json!({
             "offered_rate": self.offered_rate,
             "achieved_rate": if measured_s > 0.0 { w.sent as f64 / measured_s } else { 0.0 },
             "virtual_clients": self.virtual_clients,
@@ -286,18 +233,21 @@ impl Endpoints for RrState {
             "sent": w.sent, "matched": w.matched, "timeouts": w.timeouts, "late": w.late,
             "duplicates": w.duplicates, "invalid": w.invalid, "skipped": w.skipped,
             "publish_errors": w.publish_errors, "reconnects": self.reconnects(),
-            "match_rate": match_rate(&w),
+            "match_rate": match_rate(w.matched, w.sent),
             "latency_us": self.books.latency_window.summary(),
-            "recent": self.recent.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            "schedule_lag_us": {"p99": lag.p99, "max": lag.max},
+            "recent": self.run.recent(),
+            "schedule_lag_us": Summary::of(&self.books.lag_window.snapshot()),
             "worker": self.worker.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             "totals": self.books.total.snapshot(),
         });
-        v.to_string()
+        if let serde_json::Value::Object(m) = rest {
+            v.extend(m);
+        }
+        serde_json::Value::Object(v).to_string()
     }
 
     fn ready(&self) -> bool {
-        self.ready.load(Relaxed) && self.connections_up() > 0
+        self.run.is_ready() && self.connections_up() > 0
     }
 
     fn other(&self, path: &str) -> Option<(&'static str, Vec<u8>)> {

@@ -104,14 +104,17 @@ pub async fn run_loadgen(broker: &str, extra: &[(&str, &str)]) -> loadgen::repor
 
 /// The accounting every finished run must satisfy.
 pub fn assert_books_close(r: &loadgen::report::Report) {
-    assert_eq!(r.unresolved, 0, "requests left unresolved: {r:#?}");
+    assert_eq!(r.unresolved(), 0, "requests left unresolved: {r:#?}");
     assert_eq!(
         r.sent,
-        r.matched + r.timeouts,
+        r.rq().matched + r.rq().timeouts,
         "sent = matched + timeouts: {r:#?}"
     );
-    assert!(r.late <= r.timeouts, "late is a subset of timeouts: {r:#?}");
-    assert!(r.match_rate <= 1.0);
+    assert!(
+        r.rq().late <= r.rq().timeouts,
+        "late is a subset of timeouts: {r:#?}"
+    );
+    assert!(r.rq().match_rate <= 1.0);
 }
 
 /// Checks that `text` is well-formed Prometheus exposition text; returns the sample names.
@@ -179,4 +182,16 @@ pub fn validate_report(v: &serde_json::Value) {
         errors.is_empty(),
         "report does not match schema: {errors:?}\n{v:#}"
     );
+}
+
+/// The request books of an rr/pub report.
+pub trait Rq {
+    fn rq(&self) -> &loadgen::report::RequestBooks;
+}
+
+impl Rq for loadgen::report::Report {
+    fn rq(&self) -> &loadgen::report::RequestBooks {
+        self.requests()
+            .unwrap_or_else(|| panic!("an rr/pub report has request books: {self:#?}"))
+    }
 }

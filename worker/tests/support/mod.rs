@@ -76,9 +76,9 @@ pub fn loadgen_config(
 }
 
 pub fn assert_books_close(r: &loadgen::report::Report) {
-    assert_eq!(r.unresolved, 0, "{r:#?}");
-    assert_eq!(r.sent, r.matched + r.timeouts, "{r:#?}");
-    assert!(r.late <= r.timeouts, "{r:#?}");
+    assert_eq!(r.unresolved(), 0, "{r:#?}");
+    assert_eq!(r.sent, r.rq().matched + r.rq().timeouts, "{r:#?}");
+    assert!(r.rq().late <= r.rq().timeouts, "{r:#?}");
 }
 
 /// Receives = responded + dropped + invalid + errors + queued + in progress.
@@ -91,4 +91,16 @@ pub fn conserved(s: &serde_json::Value) -> bool {
             + n("errors")
             + n("queue_depth")
             + n("in_progress")
+}
+
+/// The request books of an rr/pub report.
+pub trait Rq {
+    fn rq(&self) -> &loadgen::report::RequestBooks;
+}
+
+impl Rq for loadgen::report::Report {
+    fn rq(&self) -> &loadgen::report::RequestBooks {
+        self.requests()
+            .unwrap_or_else(|| panic!("an rr/pub report has request books: {self:#?}"))
+    }
 }
