@@ -342,7 +342,8 @@ mod tests {
         let text = r.text();
         for words in [
             "published",
-            "expected deliv.",
+            "expected",
+            "deliveries",
             "delivered",
             "lost",
             "delivery ratio",

@@ -86,7 +86,7 @@ fn sample_stats(addr: String, stop: CancellationToken) -> tokio::task::JoinHandl
                         at: Instant::now(),
                         sent: s["totals"]["sent"].as_u64().unwrap_or(0),
                         matched: s["totals"]["matched"].as_u64().unwrap_or(0),
-                        running: s["phase"] == "running",
+                        running: s["phase"] == "measure",
                     });
                 }
             }

@@ -369,7 +369,7 @@ async fn f_endpoints_and_report_schema() {
     )
     .unwrap();
     assert!(!jsonschema::is_valid(&schema, &bad));
-    // every worker connection stayed up through the run
+    // the worker's connections stayed up through the run (a stopped worker closes them)
     assert!(w.state.links.iter().all(|l| l.is_up()));
     stop.cancel();
 }
