@@ -1,10 +1,9 @@
 //! Measurement plumbing: HdrHistogram latency recorders merged on a timer, percentile
-//! summaries for reports, and a Prometheus text-format writer that exports histograms with
-//! fixed buckets (never summaries), so latencies aggregate across instances.
+//! summaries for reports, and the bucket totals the Prometheus export (`prom.rs`) writes as
+//! histograms with fixed buckets (never summaries), so latencies aggregate across instances.
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -214,93 +213,6 @@ impl AtomicBuckets {
             sum_s: self.sum_us() as f64 / 1e6,
         }
     }
-
-    pub fn write_prometheus(&self, w: &mut PromWriter, name: &str, help: &str) {
-        w.head(name, help, "histogram");
-        let mut acc = 0;
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            acc += self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(w.out, "{name}_bucket{{le=\"{b}\"}} {acc}");
-        }
-        acc += self.counts[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(w.out, "{name}_bucket{{le=\"+Inf\"}} {acc}");
-        let _ = writeln!(w.out, "{name}_sum {}", fmt_f64(self.sum_us() as f64 / 1e6));
-        let _ = writeln!(w.out, "{name}_count {acc}");
-    }
-}
-
-/// Builds a Prometheus text exposition (format 0.0.4).
-#[derive(Default)]
-pub struct PromWriter {
-    out: String,
-}
-
-impl PromWriter {
-    pub fn new() -> Self {
-        PromWriter {
-            out: String::with_capacity(8 * 1024),
-        }
-    }
-
-    fn head(&mut self, name: &str, help: &str, kind: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
-    }
-
-    pub fn counter(&mut self, name: &str, help: &str, v: u64) {
-        self.head(name, help, "counter");
-        let _ = writeln!(self.out, "{name} {v}");
-    }
-
-    /// A counter family with one label (e.g. `direction`).
-    pub fn counter_labeled(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
-        self.head(name, help, "counter");
-        for (lv, v) in values {
-            let _ = writeln!(self.out, "{name}{{{label}=\"{lv}\"}} {v}");
-        }
-    }
-
-    pub fn gauge(&mut self, name: &str, help: &str, v: f64) {
-        self.head(name, help, "gauge");
-        let _ = writeln!(self.out, "{name} {}", fmt_f64(v));
-    }
-
-    /// A histogram in seconds built from an HdrHistogram of microseconds.
-    pub fn histogram_us(&mut self, name: &str, help: &str, h: &Histogram<u64>) {
-        self.head(name, help, "histogram");
-        for b in LATENCY_BUCKETS {
-            let bound_us = (b * 1e6) as u64;
-            let n = if h.is_empty() {
-                0
-            } else {
-                h.count_between(0, bound_us)
-            };
-            let _ = writeln!(self.out, "{name}_bucket{{le=\"{b}\"}} {n}");
-        }
-        let count = h.len();
-        let _ = writeln!(self.out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum_s = if count == 0 {
-            0.0
-        } else {
-            h.mean() * count as f64 / 1e6
-        };
-        let _ = writeln!(self.out, "{name}_sum {}", fmt_f64(sum_s));
-        let _ = writeln!(self.out, "{name}_count {count}");
-    }
-
-    pub fn finish(self) -> String {
-        self.out
-    }
-}
-
-fn fmt_f64(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
-    }
 }
 
 #[cfg(test)]
@@ -316,24 +228,16 @@ mod tests {
         let s = Summary::of(&h);
         assert_eq!(s.min, 50);
         assert!(s.max >= 40_000 && s.max < 40_100);
-        let mut w = PromWriter::new();
-        w.histogram_us("x_seconds", "test", &h);
-        let text = w.finish();
-        assert!(
-            text.contains("x_seconds_bucket{le=\"0.0001\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("x_seconds_bucket{le=\"0.001\"} 3\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("x_seconds_bucket{le=\"0.0025\"} 4\n"),
-            "{text}"
-        );
-        assert!(text.contains("x_seconds_bucket{le=\"+Inf\"} 5\n"), "{text}");
-        assert!(text.contains("x_seconds_count 5\n"));
-        assert!(text.contains("# TYPE x_seconds histogram\n"));
+        let t = BucketTotals::of_hdr(&h);
+        let upto = |bound: f64| -> u64 {
+            let i = LATENCY_BUCKETS.iter().position(|b| *b == bound).unwrap();
+            t.counts[..=i].iter().sum()
+        };
+        assert_eq!(upto(0.0001), 1, "{t:?}");
+        assert_eq!(upto(0.001), 3, "{t:?}");
+        assert_eq!(upto(0.0025), 4, "{t:?}");
+        assert_eq!(t.count(), 5);
+        assert!((t.sum_s - 0.0431).abs() < 0.0001, "{t:?}");
     }
 
     #[test]
@@ -344,15 +248,18 @@ mod tests {
         }
         assert_eq!(b.count(), 5);
         assert_eq!(b.quantile_us(0.5), 1_000);
-        let mut w = PromWriter::new();
-        b.write_prometheus(&mut w, "y_seconds", "t");
-        let text = w.finish();
-        assert!(
-            text.contains("y_seconds_bucket{le=\"0.00025\"} 2\n"),
-            "{text}"
-        );
-        assert!(text.contains("y_seconds_bucket{le=\"30\"} 4\n"), "{text}");
-        assert!(text.contains("y_seconds_bucket{le=\"+Inf\"} 5\n"), "{text}");
+        let t = b.totals();
+        let cumulative: Vec<u64> = t
+            .counts
+            .iter()
+            .scan(0, |acc, n| {
+                *acc += n;
+                Some(*acc)
+            })
+            .collect();
+        assert_eq!(cumulative[1], 2, "le=0.00025: {t:?}");
+        assert_eq!(cumulative[LATENCY_BUCKETS.len() - 1], 4, "le=30: {t:?}");
+        assert_eq!(cumulative[LATENCY_BUCKETS.len()], 5, "+Inf: {t:?}");
     }
 
     #[test]

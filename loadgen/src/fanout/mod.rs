@@ -11,6 +11,7 @@
 
 mod books;
 mod config;
+mod export;
 mod limits;
 mod payload;
 mod publisher;
@@ -88,10 +89,7 @@ impl Fanout {
         });
         Ok(Fanout {
             cfg: cfg.clone(),
-            endpoints: Arc::new(FanoutEndpoints {
-                live: live.clone(),
-                run,
-            }),
+            endpoints: Arc::new(FanoutEndpoints::new(live.clone(), run)),
             live,
             subjects: Arc::new(Subjects::new(plan.subjects)),
             plan,

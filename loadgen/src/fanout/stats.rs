@@ -2,10 +2,11 @@
 //! a few sharded histograms; readers merge them for the harness's tick and progress line,
 //! `/metrics` and `/stats`.
 
+use super::export::FanoutMetrics;
 use crate::harness::{self, Outstanding, RunState, Sample, Words};
 use hdrhistogram::Histogram;
 use rr_common::http::Endpoints;
-use rr_common::stats::{new_histogram, record_us, PromWriter, Summary};
+use rr_common::stats::{new_histogram, record_us, BucketTotals, Summary};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -145,13 +146,12 @@ impl Latency {
         (m.window.clone(), m.lag.clone())
     }
 
-    fn write_total(&self, w: &mut PromWriter) {
+    /// Bucket totals of every delivery since start, for `/metrics` (the histogram is copied
+    /// first, so recorders never wait for the walk over its bins).
+    pub fn total_buckets(&self) -> BucketTotals {
         self.collect();
-        w.histogram_us(
-            "fanout_latency_seconds",
-            "Publish (scheduled) to receipt latency of fan-out deliveries",
-            &lock(&self.merged).total,
-        );
+        let total = lock(&self.merged).total.clone();
+        BucketTotals::of_hdr(&total)
     }
 
     fn total(&self) -> Summary {
@@ -189,6 +189,17 @@ impl Live {
 pub struct FanoutEndpoints {
     pub live: Arc<Live>,
     pub run: Arc<RunState>,
+    metrics: FanoutMetrics,
+}
+
+impl FanoutEndpoints {
+    pub fn new(live: Arc<Live>, run: Arc<RunState>) -> FanoutEndpoints {
+        FanoutEndpoints {
+            live,
+            run,
+            metrics: FanoutMetrics::default(),
+        }
+    }
 }
 
 impl harness::Live for FanoutEndpoints {
@@ -237,41 +248,7 @@ impl harness::Live for FanoutEndpoints {
 
 impl Endpoints for FanoutEndpoints {
     fn metrics(&self) -> String {
-        let l = &self.live;
-        let c = &l.c;
-        let mut w = PromWriter::new();
-        w.counter(
-            "fanout_messages_published_total",
-            "Messages published to the subjects",
-            get(&c.published),
-        );
-        w.counter(
-            "fanout_messages_received_total",
-            "Messages received by the subscriber connections",
-            get(&c.received),
-        );
-        w.counter(
-            "fanout_bytes_received_total",
-            "Bytes of MQTT PUBLISH packets received by the subscribers",
-            get(&c.bytes),
-        );
-        w.gauge(
-            "fanout_connections",
-            "Subscriber connections currently up",
-            l.connections() as f64,
-        );
-        w.counter(
-            "fanout_disconnects_total",
-            "Subscriber connections lost (each is followed by a reconnect attempt)",
-            get(&c.disconnects),
-        );
-        w.counter(
-            "fanout_messages_lost_total",
-            "Messages missed by a subscriber (sequence gaps per client and subject)",
-            get(&c.lost),
-        );
-        l.lat.write_total(&mut w);
-        w.finish()
+        self.metrics.render(&self.live)
     }
 
     fn stats(&self) -> String {
@@ -353,10 +330,7 @@ mod tests {
             "t".into(),
             std::time::Duration::ZERO,
         ));
-        let ends = FanoutEndpoints {
-            live: live.clone(),
-            run,
-        };
+        let ends = FanoutEndpoints::new(live.clone(), run);
         let text = ends.metrics();
         for name in [
             "fanout_messages_published_total 0",

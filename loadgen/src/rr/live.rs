@@ -8,13 +8,14 @@
 //! last second's rates (and `recent.matched_per_s / recent.sent_per_s` the last second's ratio).
 
 use super::books::Books;
+use super::export::RrMetrics;
 use crate::config::Config;
 use crate::harness::{Live, Outstanding, RunState, Sample, Words};
 use crate::report::match_rate;
 use crate::web::DASHBOARD_HTML;
 use rr_common::http::{self, Endpoints};
 use rr_common::link::Link;
-use rr_common::stats::{PromWriter, Summary};
+use rr_common::stats::Summary;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub struct RrState {
     offered_rate: f64,
     worker: Mutex<Option<serde_json::Value>>,
     worker_urls: Vec<String>,
+    /// `/metrics`: this run's own exporter.
+    metrics: RrMetrics,
 }
 
 impl RrState {
@@ -40,6 +43,7 @@ impl RrState {
             offered_rate: cfg.offered_rate(),
             worker: Mutex::new(None),
             worker_urls: cfg.worker_stats_urls.clone(),
+            metrics: RrMetrics::new(cfg.rr.virtual_clients, cfg.offered_rate()),
         }
     }
 
@@ -144,80 +148,8 @@ impl Live for RrState {
 
 impl Endpoints for RrState {
     fn metrics(&self) -> String {
-        let t = self.books.total.snapshot();
-        let mut w = PromWriter::new();
-        w.counter("loadgen_requests_sent_total", "Requests published", t.sent);
-        w.counter(
-            "loadgen_responses_matched_total",
-            "Responses matched to their request in time",
-            t.matched,
-        );
-        w.counter(
-            "loadgen_requests_timeout_total",
-            "Requests without a response within TIMEOUT_MS",
-            t.timeouts,
-        );
-        w.counter(
-            "loadgen_responses_late_total",
-            "Responses that arrived after their request timed out",
-            t.late,
-        );
-        w.counter(
-            "loadgen_responses_duplicate_total",
-            "Second and further responses to one request",
-            t.duplicates,
-        );
-        w.counter(
-            "loadgen_responses_invalid_total",
-            "Messages on reply topics that could not be matched",
-            t.invalid,
-        );
-        w.counter(
-            "loadgen_requests_skipped_total",
-            "Due sends skipped because the client was at its inflight cap",
-            t.skipped,
-        );
-        w.counter(
-            "loadgen_publish_errors_total",
-            "Due sends that could not be published (no connection up, or every connection's send queue full)",
-            t.publish_errors,
-        );
-        w.gauge(
-            "loadgen_requests_inflight",
-            "Requests sent and not yet resolved",
-            self.books.inflight.load(Relaxed) as f64,
-        );
-        w.gauge(
-            "loadgen_virtual_clients",
-            "Virtual clients simulated",
-            f64::from(self.virtual_clients),
-        );
-        w.gauge(
-            "loadgen_connections",
-            "MQTT connections up",
-            self.connections_up() as f64,
-        );
-        w.counter(
-            "loadgen_reconnects_total",
-            "Reconnects after a lost connection",
-            self.reconnects(),
-        );
-        w.gauge(
-            "loadgen_offered_rate",
-            "Offered request rate (requests per second)",
-            self.offered_rate,
-        );
-        w.histogram_us(
-            "loadgen_response_latency_seconds",
-            "Response latency from scheduled send to arrival",
-            &self.books.latency_all.snapshot(),
-        );
-        w.histogram_us(
-            "loadgen_schedule_lag_seconds",
-            "How late the generator sent requests against their schedule (measured window)",
-            &self.books.lag_window.snapshot(),
-        );
-        w.finish()
+        self.metrics
+            .render(&self.books, self.connections_up(), self.reconnects())
     }
 
     fn stats(&self) -> String {

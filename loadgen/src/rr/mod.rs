@@ -2,6 +2,7 @@
 //! the scenario on the run harness in `scenario`, the live view in `live`.
 
 pub mod books;
+mod export;
 pub mod lane;
 mod live;
 pub(crate) mod scenario;
