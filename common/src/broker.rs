@@ -1,5 +1,6 @@
 //! Broker addresses and connection options: URL parsing (`mqtt://`, `mqtts://`, `ws://`, `wss://`
-//! and aliases), MQTT version, credentials and TLS files, shared by every binary.
+//! and aliases; `nats://` and `tls://` for NATS), MQTT version, credentials and TLS files, shared
+//! by every binary.
 
 use crate::cli::ConfigError;
 use clap::Args;
@@ -15,14 +16,22 @@ pub enum Scheme {
     Tls,
     Ws,
     Wss,
+    /// NATS over TCP (`nats://`).
+    Nats,
+    /// NATS over TLS (`tls://`): the client upgrades after the server's INFO.
+    NatsTls,
 }
 
 impl Scheme {
     pub fn is_tls(self) -> bool {
-        matches!(self, Scheme::Tls | Scheme::Wss)
+        matches!(self, Scheme::Tls | Scheme::Wss | Scheme::NatsTls)
     }
     pub fn is_ws(self) -> bool {
         matches!(self, Scheme::Ws | Scheme::Wss)
+    }
+    /// The broker speaks NATS, not MQTT.
+    pub fn is_nats(self) -> bool {
+        matches!(self, Scheme::Nats | Scheme::NatsTls)
     }
 }
 
@@ -64,6 +73,8 @@ impl fmt::Display for BrokerUrl {
             Scheme::Tls => "mqtts",
             Scheme::Ws => "ws",
             Scheme::Wss => "wss",
+            Scheme::Nats => "nats",
+            Scheme::NatsTls => "tls",
         };
         write!(f, "{s}://{}{}", self.authority(), self.path)
     }
@@ -73,14 +84,16 @@ impl std::str::FromStr for BrokerUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const ACCEPTED: &str =
-            "expected mqtt://host:port, tcp://, mqtts://, ssl://, ws://host:port/path or wss://";
+        const ACCEPTED: &str = "expected mqtt://host:port, tcp://, mqtts://, ssl://, \
+             ws://host:port/path, wss://, nats://host:port or tls://host:port (NATS over TLS)";
         let url = url::Url::parse(s.trim()).map_err(|e| format!("{e}; {ACCEPTED}"))?;
         let (scheme, default_port) = match url.scheme() {
             "mqtt" | "tcp" => (Scheme::Tcp, 1883),
-            "mqtts" | "ssl" | "tls" => (Scheme::Tls, 8883),
+            "mqtts" | "ssl" => (Scheme::Tls, 8883),
             "ws" => (Scheme::Ws, 80),
             "wss" => (Scheme::Wss, 443),
+            "nats" => (Scheme::Nats, 4222),
+            "tls" => (Scheme::NatsTls, 4222),
             other => return Err(format!("unknown scheme '{other}'; {ACCEPTED}")),
         };
         let host = url
@@ -163,7 +176,7 @@ impl std::str::FromStr for Secret {
 /// broker URL, protocol version, credentials, TLS files and timeouts are defined once.
 #[derive(Args, Clone, Debug)]
 pub struct ConnectOptions {
-    /// Broker URL: mqtt://host:port (tcp://), mqtts:// (ssl://), ws://host:port/path, wss:// (the worker also reads MQTT_BROKER)
+    /// Broker URL: mqtt://host:port (tcp://), mqtts:// (ssl://), ws://host:port/path, wss://; nats://host:port or tls://host:port for NATS (the worker also reads MQTT_BROKER)
     #[arg(
         long,
         env = "BROKER",
@@ -179,10 +192,21 @@ pub struct ConnectOptions {
         value_name = "MQTT_VERSION"
     )]
     pub mqtt_version: MqttVersion,
-    /// Username for broker authentication (unset = anonymous)
+    /// Username for broker authentication, MQTT or NATS (unset = anonymous)
+    #[arg(long, env = "BROKER_USERNAME", value_name = "BROKER_USERNAME")]
+    pub broker_username: Option<String>,
+    /// Password for broker authentication (never logged or reported)
+    #[arg(
+        long,
+        env = "BROKER_PASSWORD",
+        hide_env_values = true,
+        value_name = "BROKER_PASSWORD"
+    )]
+    pub broker_password: Option<Secret>,
+    /// Alias of BROKER_USERNAME
     #[arg(long, env = "MQTT_USERNAME", value_name = "MQTT_USERNAME")]
     pub mqtt_username: Option<String>,
-    /// Password for broker authentication (never logged or reported)
+    /// Alias of BROKER_PASSWORD (never logged or reported)
     #[arg(
         long,
         env = "MQTT_PASSWORD",
@@ -202,7 +226,7 @@ pub struct ConnectOptions {
     /// Skip broker certificate verification (testing only)
     #[arg(long, env = "TLS_INSECURE", default_value_t = false, value_name = "TLS_INSECURE", action = clap::ArgAction::Set)]
     pub tls_insecure: bool,
-    /// MQTT keep-alive in seconds
+    /// Keep-alive in seconds (MQTT keep-alive; the NATS client's PING interval)
     #[arg(
         long,
         env = "KEEP_ALIVE_SEC",
@@ -235,8 +259,18 @@ impl ConnectOptions {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms.max(1))
     }
+    /// BROKER_USERNAME, else its alias MQTT_USERNAME.
+    pub fn username(&self) -> Option<&str> {
+        self.broker_username
+            .as_deref()
+            .or(self.mqtt_username.as_deref())
+    }
+    /// BROKER_PASSWORD, else its alias MQTT_PASSWORD.
     pub fn password(&self) -> Option<&str> {
-        self.mqtt_password.as_ref().map(|s| s.0.as_str())
+        self.broker_password
+            .as_ref()
+            .or(self.mqtt_password.as_ref())
+            .map(|s| s.0.as_str())
     }
 
     /// Settings as `(name, value)` pairs for reports, typed, with secrets redacted.
@@ -251,12 +285,12 @@ impl ConnectOptions {
             ("BROKER", self.broker.to_string().into()),
             ("MQTT_VERSION", self.mqtt_version.to_string().into()),
             (
-                "MQTT_USERNAME",
-                self.mqtt_username.clone().unwrap_or_default().into(),
+                "BROKER_USERNAME",
+                self.username().unwrap_or_default().into(),
             ),
             (
-                "MQTT_PASSWORD",
-                if self.mqtt_password.is_some() {
+                "BROKER_PASSWORD",
+                if self.password().is_some() {
                     "<redacted>"
                 } else {
                     ""
@@ -295,10 +329,28 @@ impl ConnectOptions {
                 }
             }
         }
-        if self.mqtt_password.is_some() && self.mqtt_username.is_none() {
+        if self.broker_username.is_some()
+            && self.mqtt_username.is_some()
+            && self.broker_username != self.mqtt_username
+        {
             return Err(ConfigError::new(
-                "MQTT_USERNAME",
-                "MQTT_PASSWORD is set but MQTT_USERNAME is not",
+                "BROKER_USERNAME",
+                "differs from its alias MQTT_USERNAME: set one of them",
+            ));
+        }
+        if self.broker_password.is_some()
+            && self.mqtt_password.is_some()
+            && self.broker_password != self.mqtt_password
+        {
+            return Err(ConfigError::new(
+                "BROKER_PASSWORD",
+                "differs from its alias MQTT_PASSWORD: set one of them",
+            ));
+        }
+        if self.password().is_some() && self.username().is_none() {
+            return Err(ConfigError::new(
+                "BROKER_USERNAME",
+                "BROKER_PASSWORD (or MQTT_PASSWORD) is set but BROKER_USERNAME (or MQTT_USERNAME) is not",
             ));
         }
         if self.keep_alive_sec == 0 {
@@ -335,6 +387,59 @@ mod tests {
         );
         let u: BrokerUrl = "mqtt://[::1]:1883".parse().unwrap();
         assert_eq!(u.authority(), "[::1]:1883");
+    }
+
+    #[test]
+    fn parses_nats_schemes() {
+        let u: BrokerUrl = "nats://h".parse().unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Nats, 4222));
+        assert!(u.scheme.is_nats() && !u.scheme.is_tls());
+        assert_eq!(u.to_string(), "nats://h:4222");
+        let u: BrokerUrl = "tls://h:4443".parse().unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::NatsTls, 4443));
+        assert!(u.scheme.is_nats() && u.scheme.is_tls() && !u.scheme.is_ws());
+        assert_eq!(u.to_string(), "tls://h:4443");
+        assert_eq!(u.path, "");
+    }
+
+    #[test]
+    fn broker_credentials_and_their_mqtt_aliases() {
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(flatten)]
+            c: ConnectOptions,
+        }
+        let parse = |args: &[&str]| {
+            let mut v = vec!["t"];
+            v.extend_from_slice(args);
+            <T as clap::Parser>::try_parse_from(v).unwrap().c
+        };
+        let c = parse(&["--broker-username=a", "--broker-password=p"]);
+        assert_eq!((c.username(), c.password()), (Some("a"), Some("p")));
+        c.check().unwrap();
+        let c = parse(&["--mqtt-username=a", "--mqtt-password=p"]);
+        assert_eq!((c.username(), c.password()), (Some("a"), Some("p")));
+        let described = format!("{:?}", c.describe());
+        assert!(described.contains("BROKER_PASSWORD") && !described.contains("\"p\""));
+        // the same value under both names is fine; different ones are refused
+        parse(&["--broker-username=a", "--mqtt-username=a"])
+            .check()
+            .unwrap();
+        let e = parse(&["--broker-username=a", "--mqtt-username=b"])
+            .check()
+            .unwrap_err();
+        assert_eq!(e.var, "BROKER_USERNAME");
+        let e = parse(&[
+            "--broker-username=a",
+            "--broker-password=sekrit1",
+            "--mqtt-password=sekrit2",
+        ])
+        .check()
+        .unwrap_err();
+        assert_eq!(e.var, "BROKER_PASSWORD");
+        assert!(!e.to_string().contains("sekrit"), "{e}");
+        let e = parse(&["--mqtt-password=p"]).check().unwrap_err();
+        assert_eq!(e.var, "BROKER_USERNAME");
     }
 
     #[test]

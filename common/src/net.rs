@@ -306,7 +306,11 @@ pub fn lean_ws_config(limit: usize) -> WebSocketConfig {
         .max_frame_size(Some(limit))
 }
 
-async fn tcp_connect(url: &BrokerUrl, bind: Option<IpAddr>) -> Result<TcpStream, TransportError> {
+/// Connects TCP to `url`'s host and port (from `bind` when given), with `TCP_NODELAY`.
+pub async fn tcp_connect(
+    url: &BrokerUrl,
+    bind: Option<IpAddr>,
+) -> Result<TcpStream, TransportError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(url.authority())
         .await
         .map_err(|_| TransportError::Resolve(url.authority()))?
@@ -356,7 +360,18 @@ pub async fn open(
     bind: Option<IpAddr>,
     ws_limit: usize,
 ) -> Result<(WireReader, WireWriter), TransportError> {
-    let tcp = tcp_connect(url, bind).await?;
+    over(tcp_connect(url, bind).await?, url, opts, tls, ws_limit).await
+}
+
+/// The byte stream `url` names, over an open TCP connection: as it is, with TLS, WebSocket, or
+/// both. (NATS reads the server's INFO from the plain socket before it upgrades to TLS.)
+pub async fn over(
+    tcp: TcpStream,
+    url: &BrokerUrl,
+    opts: &ConnectOptions,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    ws_limit: usize,
+) -> Result<(WireReader, WireWriter), TransportError> {
     if !url.scheme.is_tls() && !url.scheme.is_ws() {
         let (r, w) = tcp.into_split();
         return Ok((WireReader::Tcp(r), WireWriter::Tcp(Arc::new(w))));

@@ -6,6 +6,7 @@ use crate::broker::{BrokerUrl, ConnectOptions};
 use crate::link::driver::{self, Lean, Shared};
 use crate::link::{self, Handler, Link, Message, SessionError, SessionSpec, Transport};
 use crate::mqtt::{self, Mqtt};
+use crate::nats::{self, Nats};
 use bytes::BytesMut;
 use std::future::Future;
 use std::sync::Arc;
@@ -15,10 +16,25 @@ use tokio_util::sync::CancellationToken;
 /// An established session, of whichever transport, before its driver runs it.
 pub enum Session {
     Mqtt(link::Session<mqtt::link::Decoder>),
+    Nats(link::Session<nats::link::Decoder>),
+}
+
+impl Session {
+    /// The largest message (headers and payload) the broker accepts, when it says
+    /// (NATS `max_payload`).
+    pub fn max_message(&self) -> Option<usize> {
+        match self {
+            Session::Mqtt(_) => None,
+            Session::Nats(s) => Some(s.decoder.max_payload()),
+        }
+    }
 }
 
 /// Opens a session within CONNECT_TIMEOUT_MS: transport, handshake, subscriptions.
 pub async fn establish(spec: &SessionSpec) -> Result<Session, SessionError> {
+    if spec.url.scheme.is_nats() {
+        return Ok(Session::Nats(link::establish::<Nats>(spec).await?));
+    }
     Ok(Session::Mqtt(link::establish::<Mqtt>(spec).await?))
 }
 
@@ -28,14 +44,23 @@ pub async fn establish_with_retry(
     spec: &SessionSpec,
     budget: Duration,
 ) -> Result<Session, SessionError> {
+    if spec.url.scheme.is_nats() {
+        return Ok(Session::Nats(
+            link::establish_with_retry::<Nats>(spec, budget).await?,
+        ));
+    }
     Ok(Session::Mqtt(
         link::establish_with_retry::<Mqtt>(spec, budget).await?,
     ))
 }
 
 /// A new link (down until its driver runs) for connections to `url`.
-pub fn new_link(_url: &BrokerUrl) -> Arc<Link> {
-    Arc::new(Link::new(Mqtt::FRAMING))
+pub fn new_link(url: &BrokerUrl) -> Arc<Link> {
+    Arc::new(Link::new(if url.scheme.is_nats() {
+        Nats::FRAMING
+    } else {
+        Mqtt::FRAMING
+    }))
 }
 
 /// Drives a connection that engines write to through `link`, starting with `first`, until
@@ -48,15 +73,35 @@ pub fn drive<H: Handler>(
     shutdown: CancellationToken,
 ) -> impl Future<Output = H> + Send {
     let keep_alive = Duration::from_secs(u64::from(spec.opts.keep_alive_sec));
-    let Session::Mqtt(first) = first;
-    driver::drive::<Mqtt, _, _, _>(
-        move || spec.clone(),
-        Some(Box::new(first)),
-        handler,
-        Shared::new(link),
-        keep_alive,
-        shutdown,
-    )
+    let side = Shared::new(link);
+    async move {
+        match first {
+            Session::Mqtt(s) => {
+                let connect = move || spec.clone();
+                driver::drive::<Mqtt, _, _, _>(
+                    connect,
+                    Some(Box::new(s)),
+                    handler,
+                    side,
+                    keep_alive,
+                    shutdown,
+                )
+                .await
+            }
+            Session::Nats(s) => {
+                let connect = move || spec.clone();
+                driver::drive::<Nats, _, _, _>(
+                    connect,
+                    Some(Box::new(s)),
+                    handler,
+                    side,
+                    keep_alive,
+                    shutdown,
+                )
+                .await
+            }
+        }
+    }
 }
 
 /// Drives an idle subscriber connection in the driver's lean mode (no outlet, no write buffer,
@@ -73,15 +118,41 @@ where
     H: Handler,
     C: Fn() -> SessionSpec + Send,
 {
-    let first = first.map(|Session::Mqtt(s)| Box::new(s));
-    driver::drive::<Mqtt, _, _, _>(
-        connect,
-        first,
-        handler,
-        Lean::default(),
-        keep_alive,
-        shutdown,
-    )
+    let nats = match &first {
+        Some(s) => matches!(s, Session::Nats(_)),
+        None => connect().url.scheme.is_nats(),
+    };
+    async move {
+        if nats {
+            let first = first.and_then(|s| match s {
+                Session::Nats(s) => Some(Box::new(s)),
+                Session::Mqtt(_) => None,
+            });
+            driver::drive::<Nats, _, _, _>(
+                connect,
+                first,
+                handler,
+                Lean::default(),
+                keep_alive,
+                shutdown,
+            )
+            .await
+        } else {
+            let first = first.and_then(|s| match s {
+                Session::Mqtt(s) => Some(Box::new(s)),
+                Session::Nats(_) => None,
+            });
+            driver::drive::<Mqtt, _, _, _>(
+                connect,
+                first,
+                handler,
+                Lean::default(),
+                keep_alive,
+                shutdown,
+            )
+            .await
+        }
+    }
 }
 
 /// Encodes what engines send (requests, answers, plain publishes) for one transport, into the
@@ -89,11 +160,15 @@ where
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Encoder {
     Mqtt(mqtt::Encoder),
+    Nats(nats::Encoder),
 }
 
 impl Encoder {
     /// The encoder for connections to `url` with `opts`.
-    pub fn new(_url: &BrokerUrl, opts: &ConnectOptions) -> Encoder {
+    pub fn new(url: &BrokerUrl, opts: &ConnectOptions) -> Encoder {
+        if url.scheme.is_nats() {
+            return Encoder::Nats(nats::Encoder);
+        }
         Encoder::Mqtt(mqtt::Encoder {
             proto: opts.protocol(),
         })
@@ -105,6 +180,16 @@ impl Encoder {
     pub fn flow_controlled(&self, qos: u8) -> bool {
         match self {
             Encoder::Mqtt(e) => e.flow_controlled(qos),
+            Encoder::Nats(e) => e.flow_controlled(qos),
+        }
+    }
+
+    /// Bytes of a request's message as a broker limits it (NATS: headers and payload), for
+    /// the start-up check against the broker's largest message.
+    pub fn message_len(&self, correlation_len: usize, body_len: usize) -> usize {
+        match self {
+            Encoder::Mqtt(_) => correlation_len + body_len,
+            Encoder::Nats(e) => e.message_len(correlation_len, body_len),
         }
     }
 
@@ -121,6 +206,7 @@ impl Encoder {
     ) {
         match self {
             Encoder::Mqtt(e) => e.request(buf, topic, reply_to, correlation, body, qos),
+            Encoder::Nats(e) => e.request(buf, topic, reply_to, correlation, body),
         }
     }
 
@@ -129,6 +215,7 @@ impl Encoder {
     pub fn answer(&self, buf: &mut BytesMut, req: &Message<'_>, body: &[u8], qos: u8) {
         match self {
             Encoder::Mqtt(e) => e.answer(buf, req, body, qos),
+            Encoder::Nats(e) => e.answer(buf, req, body),
         }
     }
 
@@ -137,6 +224,7 @@ impl Encoder {
     pub fn publish(&self, buf: &mut BytesMut, topic: &[u8], payload: &[&[u8]], qos: u8) {
         match self {
             Encoder::Mqtt(e) => e.publish(buf, topic, payload, qos),
+            Encoder::Nats(e) => e.publish(buf, topic, payload),
         }
     }
 }

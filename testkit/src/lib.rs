@@ -12,6 +12,7 @@
 //! - [`wait_until`] and friends: poll a condition with a deadline instead of sleeping.
 //! - [`rss_bytes`] / [`cpu_seconds`]: per-process figures from `/proc`.
 //! - [`Process`]: one of our binaries as a child process, output captured, signals by pid.
+//! - [`py_script`]: the Python helpers in `testkit/py/` (independent NATS clients, nats-py).
 
 mod daemon;
 mod embedded;
@@ -53,4 +54,13 @@ pub fn free_port() -> u16 {
 pub fn try_free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())
+}
+
+/// A Python helper script of `testkit/py/` (for example `nats_responder.py`), run with
+/// `python3`.
+#[must_use]
+pub fn py_script(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("py")
+        .join(name)
 }

@@ -28,7 +28,7 @@ pub enum Mode {
 pub struct Config {
     #[command(flatten)]
     pub connect: ConnectOptions,
-    /// Request topic filter, subscribed as $share/{SHARE_GROUP}/{MQTT_SUB}
+    /// Request topic filter, subscribed as $share/{SHARE_GROUP}/{MQTT_SUB} (NATS: mapped to a subject, req/+ -> req.*, in queue group SHARE_GROUP)
     #[arg(
         long,
         env = "MQTT_SUB",
@@ -253,6 +253,12 @@ impl Validate for Config {
         }
         rr_common::cli::check_topic_segment("SHARE_GROUP", &self.share_group)?;
         rr_common::cli::check_topic_segment("INSTANCE_ID", &self.instance_id())?;
+        if self.connect.broker.scheme.is_nats() {
+            // the filter becomes a subject, the share group a NATS queue group
+            use rr_common::nats::subject::{check_setting, Use};
+            check_setting("MQTT_SUB", &self.mqtt_sub, Use::Subscribe)?;
+            check_setting("SHARE_GROUP", &self.share_group, Use::Publish)?;
+        }
         Ok(())
     }
 }

@@ -37,8 +37,8 @@ async fn g_worker_never_prints_or_serves_the_password() {
         seen += &http::get(&addr, path, T).await.unwrap().1;
     }
     assert!(
-        seen.contains("MQTT_PASSWORD"),
-        "/stats lists the setting: {seen}"
+        seen.contains("BROKER_PASSWORD"),
+        "/stats lists the setting (MQTT_PASSWORD is its alias): {seen}"
     );
     w.signal("TERM").unwrap();
     let status = w.wait_timeout(Duration::from_secs(10)).unwrap();

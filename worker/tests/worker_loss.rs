@@ -1,10 +1,11 @@
-//! Worker loss: two worker processes share the subscription; one is SIGKILLed mid-run. The
-//! run completes, the requests the dead worker held become timeouts (and only those), and the
-//! survivor's books stay conserved.
+//! Worker loss: two worker processes share the subscription (an MQTT shared subscription, a
+//! NATS queue group), each taking a fair share; one is SIGKILLed mid-run. The run completes, the
+//! requests the dead worker held become timeouts (and only those), and the survivor takes the
+//! whole load with its books conserved.
 
 mod support;
 
-use rr_testkit::{Mosquitto, MosquittoOptions};
+use rr_testkit::{Mosquitto, MosquittoOptions, NatsOptions, NatsServer};
 use std::time::{Duration, Instant};
 use support::*;
 use tokio_util::sync::CancellationToken;
@@ -12,22 +13,31 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b_sigkill_of_one_worker_costs_only_what_it_held() {
     let broker = Mosquitto::start(MosquittoOptions::new()).expect("mosquitto starts");
-    let url = broker.url();
-    // each request takes 100 ms, so each worker holds about rate/2 x 0.1 s requests at any time
+    one_of_two_workers_killed(&broker.url(), "MQTT $share").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b_nats_queue_group_shares_and_the_survivor_takes_over() {
+    let server = NatsServer::start(NatsOptions::new()).expect("nats-server starts");
+    one_of_two_workers_killed(&server.url(), "NATS queue group").await;
+}
+
+/// Two worker processes share the requests of `url`; one is SIGKILLed mid-run.
+async fn one_of_two_workers_killed(url: &str, transport: &str) {
     let env = [
         ("MODE", "sleep"),
         ("SLEEP_MS", "100"),
         ("MIN_WORKERS", "400"),
         ("MAX_WORKERS", "1000"),
     ];
-    let (mut a, addr_a) = spawn_worker(&url, &env);
-    let (b, addr_b) = spawn_worker(&url, &env);
+    let (mut a, addr_a) = spawn_worker(url, &env);
+    let (b, addr_b) = spawn_worker(url, &env);
     wait_ready(&addr_a).await;
     wait_ready(&addr_b).await;
 
     let rate = 2000.0;
     let cfg = loadgen_config(
-        &url,
+        url,
         &[
             ("VIRTUAL_CLIENTS", "2000"),
             ("INTERVAL_MS", "1000"),
@@ -43,12 +53,23 @@ async fn b_sigkill_of_one_worker_costs_only_what_it_held() {
         .expect("loadgen starts");
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    // what A holds right before it dies: queued and in progress
+    // a fair share each (mosquitto's shared subscriptions go round robin, NATS queue groups
+    // pick a member at random)
     let sa = stats(&addr_a).await;
+    let sb = stats(&addr_b).await;
+    let (ra, rb) = (
+        sa["received"].as_u64().unwrap() as f64,
+        sb["received"].as_u64().unwrap() as f64,
+    );
+    let share = ra / (ra + rb);
+    assert!(
+        ra + rb >= 0.9 * rate * 5.0 && (0.4..=0.6).contains(&share),
+        "A received {ra}, B {rb}"
+    );
+    // what A holds right before it dies: queued and in progress
+    let held = sa["queue_depth"].as_u64().unwrap() + sa["in_progress"].as_u64().unwrap();
     a.signal("KILL").unwrap();
     let killed = Instant::now();
-    let held = sa["queue_depth"].as_u64().unwrap() + sa["in_progress"].as_u64().unwrap();
-    let received_a = sa["received"].as_u64().unwrap();
     a.wait_timeout(Duration::from_secs(5))
         .unwrap()
         .expect("worker A is dead");
@@ -57,9 +78,7 @@ async fn b_sigkill_of_one_worker_costs_only_what_it_held() {
         .await
         .expect("run completes")
         .expect("run succeeds");
-    let sb = stats(&addr_b).await;
-    // B goes idle: its books close exactly
-    let mut sb_idle = sb.clone();
+    let mut sb_idle = stats(&addr_b).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while !(conserved(&sb_idle) && sb_idle["queue_depth"] == 0 && sb_idle["in_progress"] == 0) {
         assert!(
@@ -70,17 +89,15 @@ async fn b_sigkill_of_one_worker_costs_only_what_it_held() {
         sb_idle = stats(&addr_b).await;
     }
     eprintln!(
-        "worker A held {held} (received {received_a}) when killed; run: sent {} matched {} timeouts {} late {} match rate {:.5}; \
-         survivor received {} responded {} dropped {} errors {} reconnects {}; run ended {:.1} s after the kill",
-        r.sent, r.rq().matched, r.rq().timeouts, r.rq().late, r.rq().match_rate,
-        sb_idle["received"], sb_idle["responded"], sb_idle["dropped"], sb_idle["errors"], sb_idle["reconnects"],
+        "{transport}: share of A {share:.3} before the kill; A held {held}; run: sent {} matched {} \
+         timeouts {} match rate {:.5}; survivor received {} responded {}; run ended {:.1} s after the kill",
+        r.sent, r.rq().matched, r.rq().timeouts, r.rq().match_rate, sb_idle["received"], sb_idle["responded"],
         killed.elapsed().as_secs_f64()
     );
     assert_books_close(&r);
     assert!(r.sent as f64 >= 0.98 * rate * 12.0, "{r:#?}");
-    // Timeouts are what A held, within the in-flight window: the requests on their way to A
-    // when it died (at most ~50 ms of its half of the traffic) and the few answers it had
-    // finished but not yet written.
+    // timeouts are what A held, within the in-flight window (requests on their way to A when
+    // it died: about 50 ms of its half of the traffic)
     let window = (rate / 2.0 * 0.05) as u64;
     assert!(held >= 50, "A held too little to tell: {sa:#}");
     assert!(
@@ -88,10 +105,10 @@ async fn b_sigkill_of_one_worker_costs_only_what_it_held() {
         "timeouts {} vs held {held} (+-{window}): {r:#?}",
         r.rq().timeouts
     );
-    assert_eq!(r.duplicates, 0);
-    assert_eq!(r.invalid, 0);
-    // the survivor took over the whole share and lost nothing
+    assert_eq!((r.duplicates, r.invalid), (0, 0), "{r:#?}");
+    // the survivor took the whole load after the kill and lost nothing
     assert!(conserved(&sb_idle), "{sb_idle:#}");
+    assert!(sb_idle["received"].as_u64().unwrap() as f64 >= rb + 0.9 * rate * 6.0);
     assert_eq!(sb_idle["dropped"], 0);
     assert_eq!(sb_idle["errors"], 0);
     assert_eq!(sb_idle["reconnects"], 0);

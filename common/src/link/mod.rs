@@ -224,7 +224,7 @@ pub enum SessionError {
     Transport(#[from] TransportError),
     #[error("broker refused the connection: {0}")]
     Refused(String),
-    #[error("broker rejected the credentials ({0}); check MQTT_USERNAME and MQTT_PASSWORD")]
+    #[error("broker rejected the credentials ({0}); check BROKER_USERNAME and BROKER_PASSWORD (or MQTT_USERNAME and MQTT_PASSWORD)")]
     Auth(String),
     #[error("broker rejected subscription to '{0}'")]
     SubscribeRejected(String),
@@ -252,6 +252,20 @@ impl SessionError {
             SessionError::GaveUp { .. } | SessionError::Task(_) => true,
             _ => false,
         }
+    }
+}
+
+/// A read or write error during a handshake. With TLS 1.3 the broker judges our client
+/// certificate after our side of the handshake has finished, so its refusal (an alert) only
+/// shows up here: it is reported as the TLS failure it is, which retrying cannot fix.
+pub fn handshake_error(url: &BrokerUrl, e: std::io::Error) -> SessionError {
+    if crate::net::rustls_error(&e).is_some() {
+        SessionError::Transport(TransportError::Tls {
+            addr: url.authority(),
+            source: e,
+        })
+    } else {
+        SessionError::Protocol(e.to_string())
     }
 }
 

@@ -5,8 +5,8 @@
 use super::codec::{self, Frame, Protocol, MAX_PACKET};
 use super::link::Decoder;
 use crate::broker::BrokerUrl;
-use crate::link::{Session, SessionError, SessionSpec};
-use crate::net::{self, TransportError, WireReader};
+use crate::link::{self, Session, SessionError, SessionSpec};
+use crate::net::{self, WireReader};
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4 as mb4;
 use rumqttc::v5::mqttbytes::v5 as mb5;
@@ -33,22 +33,8 @@ async fn read_packet(
         match reader.read_into(buf).await {
             Ok(0) => return Err(SessionError::Closed),
             Ok(_) => {}
-            Err(e) => return Err(handshake_io_error(url, e)),
+            Err(e) => return Err(link::handshake_error(url, e)),
         }
-    }
-}
-
-/// A read or write error during the handshake. With TLS 1.3 the broker judges our client
-/// certificate after our side of the handshake has finished, so its refusal (an alert) only
-/// shows up here: it is reported as the TLS failure it is, which retrying cannot fix.
-fn handshake_io_error(url: &BrokerUrl, e: std::io::Error) -> SessionError {
-    if net::rustls_error(&e).is_some() {
-        SessionError::Transport(TransportError::Tls {
-            addr: url.authority(),
-            source: e,
-        })
-    } else {
-        SessionError::Protocol(e.to_string())
     }
 }
 
@@ -84,9 +70,9 @@ pub(super) async fn connect(spec: &SessionSpec) -> Result<Session<Decoder>, Sess
     )
     .await?;
     let mut out = BytesMut::with_capacity(256);
-    let username = opts.mqtt_username.clone();
+    let username = opts.username().map(str::to_string);
     let password = opts.password().unwrap_or_default().to_string();
-    let werr = |e: std::io::Error| handshake_io_error(&spec.url, e);
+    let werr = |e: std::io::Error| link::handshake_error(&spec.url, e);
     match proto {
         Protocol::V5 => {
             let props = mb5::ConnectProperties {

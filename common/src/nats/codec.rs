@@ -210,8 +210,9 @@ pub struct Publish<'a> {
     pub payload: &'a [&'a [u8]],
 }
 
+/// Bytes of the header block that carries a correlation of `correlation_len` bytes:
 /// `NATS/1.0\r\n` + `RR-Correlation: ` + hex + `\r\n` + `\r\n`.
-const fn header_block_len(correlation_len: usize) -> usize {
+pub const fn header_block_len(correlation_len: usize) -> usize {
     HEADER_VERSION.len() + 2 + CORRELATION_HEADER.len() + 2 + 2 * correlation_len + 2 + 2
 }
 

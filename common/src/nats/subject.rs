@@ -10,6 +10,8 @@
 //!
 //! A name already written the NATS way (`req.*`) maps to itself, so either spelling works.
 
+use crate::cli::ConfigError;
+
 /// Whether a subject is published to or subscribed to (wildcards allowed).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Use {
@@ -67,6 +69,12 @@ pub fn from_mqtt(topic: &str, usage: Use) -> Result<String, String> {
     Ok(subject)
 }
 
+/// Start-up check of a setting that becomes a subject: the subject it maps to, or an error
+/// naming the variable (exit status 2).
+pub fn check_setting(var: &'static str, topic: &str, usage: Use) -> Result<String, ConfigError> {
+    from_mqtt(topic, usage).map_err(|e| ConfigError::new(var, e))
+}
+
 /// `s` as a single literal token: `.`, wildcards and whitespace become `_` (for an
 /// `INSTANCE_ID` such as a fully qualified host name inside `resp.{INSTANCE_ID}.{n}`).
 pub fn token(s: &str) -> String {
@@ -119,6 +127,17 @@ mod tests {
         assert!(check("req.>.x", Use::Subscribe).is_err());
         assert!(check("req.*", Use::Publish).is_err());
         assert!(check("req.*", Use::Subscribe).is_ok());
+    }
+
+    #[test]
+    fn settings_are_checked_naming_the_variable() {
+        assert_eq!(
+            check_setting("MQTT_SUB", "req/+", Use::Subscribe).unwrap(),
+            "req.*"
+        );
+        let e = check_setting("INSTANCE_ID", "resp/my host/0", Use::Publish).unwrap_err();
+        assert_eq!(e.var, "INSTANCE_ID");
+        assert!(e.to_string().contains("my host"), "{e}");
     }
 
     #[test]

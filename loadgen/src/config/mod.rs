@@ -177,11 +177,35 @@ impl Config {
     }
 }
 
+impl Config {
+    /// NATS: the names that become subjects are valid ones; fan-out is MQTT over WebSocket.
+    fn check_nats(&self) -> Result<(), ConfigError> {
+        use rr_common::nats::subject::{check_setting, Use};
+        if self.scenario == Scenario::Fanout {
+            return Err(ConfigError::new(
+                "BROKER",
+                format!(
+                    "'{}' is NATS; SCENARIO=fanout measures MQTT over WebSocket (NATS runs rr and pub)",
+                    self.connect.broker
+                ),
+            ));
+        }
+        let prefix = &self.rr.req_topic_prefix;
+        check_setting("REQ_TOPIC_PREFIX", &format!("{prefix}/0"), Use::Publish)?;
+        let reply = format!("resp/{}/0", self.instance_id());
+        check_setting("INSTANCE_ID", &reply, Use::Publish)?;
+        Ok(())
+    }
+}
+
 impl Validate for Config {
     /// What clap cannot check: ranges and combinations, naming the variable.
     fn check(&self) -> Result<(), ConfigError> {
         self.connect.check()?;
         check_topic_segment("INSTANCE_ID", &self.instance_id())?;
+        if self.connect.broker.scheme.is_nats() {
+            self.check_nats()?;
+        }
         if self.payload_bytes() > 256 * 1024 {
             return Err(ConfigError::new(
                 "PAYLOAD_BYTES",

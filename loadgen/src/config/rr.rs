@@ -78,7 +78,7 @@ pub struct RrConfig {
         value_name = "BATCH_SIZE"
     )]
     pub batch_size: u32,
-    /// Prefix of request topics
+    /// Prefix of request topics: {REQ_TOPIC_PREFIX}/{shard} (NATS: {REQ_TOPIC_PREFIX}.{shard})
     #[arg(
         long,
         env = "REQ_TOPIC_PREFIX",

@@ -137,6 +137,18 @@ impl Scenario for Rr {
             sessions[i] = Some((r.map_err(|e| self.connect_error(e))?, spec));
         }
         self.sessions = sessions.into_iter().flatten().collect();
+        // A broker that names its largest message (NATS max_payload) never gets a larger one.
+        let payload = cfg.payload_bytes();
+        let largest = Encoder::new(&cfg.connect.broker, &opts)
+            .message_len(rr_common::codec::CORRELATION_LEN, payload);
+        if let Some(max) = self.sessions.iter().find_map(|(s, _)| s.max_message()) {
+            if largest > max {
+                return Err(LoadgenError::Limit(format!(
+                    "invalid PAYLOAD_BYTES: '{payload}' makes messages of {largest} bytes; \
+                     the broker takes at most {max} (its max_payload)"
+                )));
+            }
+        }
         Ok(())
     }
 
