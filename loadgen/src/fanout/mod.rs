@@ -11,6 +11,7 @@
 
 mod books;
 mod config;
+mod endpoints;
 mod export;
 mod limits;
 mod payload;
@@ -27,11 +28,12 @@ use crate::harness::{DrainRule, Finished, RunClock, RunState, Scenario, Stop};
 use crate::report::{Books, DeliveryBooks};
 use books::{Rules, Subjects, UNSET};
 use config::Plan;
+use endpoints::FanoutEndpoints;
 use payload::{Clock, ClockKind};
 use rr_common::link::{Link, SessionSpec};
 use rr_common::transport::{self, Encoder};
 use rr_common::CancellationToken;
-use stats::{get, FanoutEndpoints, Live};
+use stats::{get, Live};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subscriber::{ClientEnd, SubscriberCtx};

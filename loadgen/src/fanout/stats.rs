@@ -1,14 +1,11 @@
 //! Live fan-out counters and latency histograms: hot paths bump relaxed atomics and record into
-//! a few sharded histograms; readers merge them for the harness's tick and progress line,
-//! `/metrics` and `/stats`.
+//! a few sharded histograms; readers (`endpoints.rs`: the harness's tick and progress line,
+//! `/metrics` and `/stats`) merge them.
 
-use super::export::FanoutMetrics;
-use crate::harness::{self, Outstanding, RunState, Sample, Words};
 use hdrhistogram::Histogram;
-use rr_common::http::Endpoints;
 use rr_common::stats::{new_histogram, record_us, BucketTotals, Summary};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Histogram shards; a recorder picks one by client index, so locks are rarely contended.
 const SHARDS: usize = 8;
@@ -154,7 +151,7 @@ impl Latency {
         BucketTotals::of_hdr(&total)
     }
 
-    fn total(&self) -> Summary {
+    pub fn total(&self) -> Summary {
         self.collect();
         Summary::of(&lock(&self.merged).total)
     }
@@ -185,123 +182,6 @@ impl Live {
     }
 }
 
-/// `/metrics`, `/stats`, `/health`, `/ready` of a fan-out run, and what the harness's tick reads.
-pub struct FanoutEndpoints {
-    pub live: Arc<Live>,
-    pub run: Arc<RunState>,
-    metrics: FanoutMetrics,
-}
-
-impl FanoutEndpoints {
-    pub fn new(live: Arc<Live>, run: Arc<RunState>) -> FanoutEndpoints {
-        FanoutEndpoints {
-            live,
-            run,
-            metrics: FanoutMetrics::default(),
-        }
-    }
-}
-
-impl harness::Live for FanoutEndpoints {
-    fn sample(&self) -> Sample {
-        let c = &self.live.c;
-        Sample {
-            sent: get(&c.published),
-            done: get(&c.received),
-            failed: get(&c.lost),
-            inflight: None,
-            connections: self.live.connections(),
-            connections_planned: self.live.clients,
-            reconnects: get(&c.reconnects),
-            worker_pool: None,
-        }
-    }
-
-    fn take_recent(&self) -> (Summary, Summary) {
-        (self.live.lat.take_interval(), Summary::default())
-    }
-
-    fn words(&self) -> Words {
-        Words {
-            sent: "pub",
-            done: "recv",
-            failed: "lost",
-        }
-    }
-
-    fn progress_extra(&self) -> String {
-        format!("disconnects {}", get(&self.live.c.disconnects))
-    }
-
-    /// Exact books (publisher in this process) know what is still to come; split roles only
-    /// see deliveries stop.
-    fn outstanding(&self) -> Outstanding {
-        let c = &self.live.c;
-        let received = get(&c.received_window);
-        Outstanding {
-            pending: (self.live.role == "both")
-                .then(|| get(&c.expected_window).saturating_sub(received + get(&c.lost_window))),
-            progress: received,
-        }
-    }
-}
-
-impl Endpoints for FanoutEndpoints {
-    fn metrics(&self) -> String {
-        self.metrics.render(&self.live)
-    }
-
-    fn stats(&self) -> String {
-        let l = &self.live;
-        let c = &l.c;
-        let mut head = self.run.stats_head();
-        let rest = serde_json::json!({
-            "role": l.role,
-            "clients": l.clients,
-            "subjects": l.subjects,
-            "connections": l.connections(),
-            "joined": get(&c.joined),
-            "published": get(&c.published),
-            "skipped": get(&c.skipped),
-            "publish_errors": get(&c.publish_errors),
-            "received": get(&c.received),
-            "bytes_received": get(&c.bytes),
-            "lost": get(&c.lost),
-            "duplicates": get(&c.duplicates),
-            "invalid": get(&c.invalid),
-            "disconnects": get(&c.disconnects),
-            "reconnects": get(&c.reconnects),
-            "connect_failures": get(&c.connect_failures),
-            "window": {
-                "published": get(&c.published_window),
-                "expected": get(&c.expected_window),
-                "received": get(&c.received_window),
-                "lost": get(&c.lost_window),
-            },
-            "latency_us": l.lat.total(),
-            "rss_bytes": rr_common::cli::rss_bytes(),
-        });
-        if let serde_json::Value::Object(m) = rest {
-            head.extend(m);
-        }
-        serde_json::Value::Object(head).to_string()
-    }
-
-    fn ready(&self) -> bool {
-        self.run.is_ready()
-    }
-
-    fn other(&self, path: &str) -> Option<(&'static str, Vec<u8>)> {
-        match path {
-            "/" | "/index.html" | "/dashboard" => Some((
-                "text/html; charset=utf-8",
-                crate::web::DASHBOARD_HTML.as_bytes().to_vec(),
-            )),
-            _ => None,
-        }
-    }
-}
-
 /// CPU time (user + system) this process has used, in seconds (Linux; `None` elsewhere).
 pub fn process_cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -312,42 +192,4 @@ pub fn process_cpu_seconds() -> Option<f64> {
     let stime: u64 = f.next()?.parse().ok()?;
     // USER_HZ is 100 on every Linux ABI.
     Some((utime + stime) as f64 / 100.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metrics_use_contract_names() {
-        let live = Arc::new(Live::new(10, 5, "both"));
-        live.c.connections.fetch_add(3, Ordering::Relaxed);
-        add(&live.c.received, 4);
-        live.lat.record(3, 1500, true);
-        live.lat.record(4, 700, false);
-        let run = Arc::new(RunState::new(
-            "fanout",
-            "t".into(),
-            std::time::Duration::ZERO,
-        ));
-        let ends = FanoutEndpoints::new(live.clone(), run);
-        let text = ends.metrics();
-        for name in [
-            "fanout_messages_published_total 0",
-            "fanout_messages_received_total 4",
-            "fanout_bytes_received_total 0",
-            "fanout_connections 3",
-            "fanout_disconnects_total 0",
-            "fanout_messages_lost_total 0",
-            "fanout_latency_seconds_count 2",
-            "# TYPE fanout_latency_seconds histogram",
-        ] {
-            assert!(text.contains(name), "{name} missing in\n{text}");
-        }
-        assert_eq!(Summary::of(&live.lat.window_histograms().0).max / 100, 15);
-        assert!(process_cpu_seconds().is_some());
-        let stats: serde_json::Value = serde_json::from_str(&ends.stats()).expect("json");
-        assert_eq!(stats["received"], 4);
-        assert_eq!(stats["phase"], "starting");
-    }
 }
