@@ -144,7 +144,7 @@ async fn broker_restart(version: &'static str) {
     let started = Instant::now();
     let stop_sampling = CancellationToken::new();
     let sampler = sample_stats(addr.clone(), stop_sampling.clone());
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_sending_for(&addr, 3.0).await;
 
     let killed_at = Instant::now();
     let mut broker = tokio::task::spawn_blocking(move || {
@@ -370,7 +370,7 @@ async fn garbage(version: &'static str) {
     .await;
     wait_ready(&addr).await;
     let run_id = snoop_run_id(&url, version, proto).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_sending_for(&addr, 2.0).await;
 
     let mut to_loadgen: Vec<Bytes> = Vec::new();
     let mut to_worker: Vec<Bytes> = Vec::new();
@@ -684,7 +684,7 @@ async fn e_a_stalled_broker_shows_as_publish_errors_not_growth() {
     .unwrap();
     let addr = addr_of(&mut lg);
     wait_ready(&addr).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_sending_for(&addr, 3.0).await;
     let before = rss_bytes(lg.pid());
     let errors_before = stats(&addr).await["totals"]["publish_errors"]
         .as_u64()
@@ -764,7 +764,7 @@ async fn f_sigterm_stops_drains_reports_and_exits_0() {
         let mut lg = Process::spawn(loadgen_bin(), &env).unwrap();
         let addr = addr_of(&mut lg);
         wait_ready(&addr).await;
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        wait_sending_for(&addr, 4.0).await;
         lg.signal("TERM").unwrap();
         let signalled = Instant::now();
         let (status, lg) = tokio::task::spawn_blocking(move || {
@@ -815,7 +815,7 @@ async fn f_sigterm_stops_drains_reports_and_exits_0() {
     .unwrap();
     let addr = addr_of(&mut lg);
     wait_ready(&addr).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_sending_for(&addr, 2.0).await;
     lg.signal("KILL").unwrap();
     lg.wait_timeout(Duration::from_secs(5))
         .unwrap()

@@ -1075,7 +1075,7 @@ async fn e_headless_chromium_renders_the_live_dashboard() {
     let live = start_live(&["obs-e"]).await;
     live.wait_for_stats().await;
     // a few seconds of steady load, so the recent window and the worker pool are established
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_sending_for(&live.loadgens[0].addr, 3.0).await;
     let url = format!("http://{}/", live.loadgens[0].addr);
     let tmp = tempfile::tempdir().unwrap();
 

@@ -51,7 +51,18 @@ async fn one_of_two_workers_killed(url: &str, transport: &str) {
     let run = loadgen::start(cfg, CancellationToken::new())
         .await
         .expect("loadgen starts");
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // five seconds into the run by its own clock (from t = 0): steady load on both workers
+    let lg = run.http_addr.to_string();
+    rr_testkit::wait_until_async(Duration::from_secs(40), "5 s of sending", || {
+        let lg = lg.clone();
+        async move {
+            stats(&lg).await["elapsed_s"]
+                .as_f64()
+                .is_some_and(|t| t >= 5.0)
+        }
+    })
+    .await
+    .unwrap();
 
     // a fair share each (mosquitto's shared subscriptions go round robin, NATS queue groups
     // pick a member at random)

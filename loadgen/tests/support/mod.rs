@@ -80,6 +80,28 @@ pub async fn wait_ready(addr: &str) {
     .unwrap_or_else(|e| panic!("{addr}: {e}"));
 }
 
+/// Waits until the run serving `addr` has been sending for `secs` seconds by its own clock
+/// (`/stats` `elapsed_s`, from t = 0): the load is established, whatever start-up took.
+pub async fn wait_sending_for(addr: &str, secs: f64) {
+    let a = addr.to_string();
+    let what = format!("{secs} s of sending (/stats elapsed_s)");
+    rr_testkit::wait_until_async(Duration::from_secs_f64(secs + 30.0), &what, || {
+        let a = a.clone();
+        async move {
+            let Ok((200, body)) = rr_common::http::get(&a, "/stats", Duration::from_secs(2)).await
+            else {
+                return false;
+            };
+            serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["elapsed_s"].as_f64())
+                .is_some_and(|t| t >= secs)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{addr}: {e}"));
+}
+
 /// Starts a worker in this process; it stops when the returned token is cancelled.
 pub async fn start_worker(
     broker: &str,
