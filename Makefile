@@ -19,7 +19,7 @@ export VIRTUAL_CLIENTS INTERVAL_MS CONNECTIONS UP_DEFAULTED
         install-deps benchmark benchmark-quick memory-1m memory-10m fanout-bench fanout-memory clean
 
 ##@ run
-up: release ## Broker (BROKER or local mosquitto/embedded) + worker + loadgen, live progress until Ctrl-C
+up: release ## Broker (BROKER, local mosquitto/embedded, or TRANSPORT=nats: nats-server) + worker + loadgen, live progress until Ctrl-C
 	@bash scripts/up.sh
 
 down: ## Stop whatever `make up` started

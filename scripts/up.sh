@@ -7,9 +7,12 @@
 # report.html, written by `loadgen report` after the run unless the loadgen wrote it itself),
 # .run/runs/latest points at the newest, and the pids
 # of the running processes are in .run/*.pid for `make down` (RUN_STATE moves .run elsewhere).
-# Variables: SCENARIO (rr), BIN (target/release), METRICS_PORT (8090), WORKER_METRICS_PORT (8080),
-# BROKER_PORT (1883), BROKER_WS_PORT (8083), REPORT_JSON / REPORT_HTML (in the run directory),
-# UP_DEFAULTED (set by the Makefile: the load variables it defaulted).
+# TRANSPORT=nats starts nats-server (NATS_PORT, 4222) instead, and the worker and loadgen talk NATS
+# (docs/nats.md); BROKER=nats://host:port uses a server of yours.
+# Variables: SCENARIO (rr), TRANSPORT (mqtt), BIN (target/release), METRICS_PORT (8090),
+# WORKER_METRICS_PORT (8080), BROKER_PORT (1883), BROKER_WS_PORT (8083), NATS_PORT (4222),
+# REPORT_JSON / REPORT_HTML (in the run directory), UP_DEFAULTED (set by the Makefile: the load
+# variables it defaulted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/run-lib.sh
@@ -19,8 +22,16 @@ LOADGEN_PORT=${METRICS_PORT:-8090}
 WORKER_PORT=${WORKER_METRICS_PORT:-8080}
 BROKER_PORT=${BROKER_PORT:-1883}
 WS_PORT=${BROKER_WS_PORT:-8083}
+TRANSPORT=${TRANSPORT:-mqtt}
+case "$TRANSPORT" in
+  mqtt) ;;
+  nats)
+    [ "$SCENARIO" != fanout ] || { echo "TRANSPORT=nats: SCENARIO=fanout measures MQTT over WebSocket (NATS runs rr and pub)" >&2; exit 2; }
+    NATS_PORT=${NATS_PORT:-4222} ;;
+  *) echo "invalid TRANSPORT: '$TRANSPORT' (accepted: mqtt, nats)" >&2; exit 2 ;;
+esac
 mkdir -p "$RUN_STATE"
-RUN=$(new_run_dir "$SCENARIO")
+RUN=$(new_run_dir "$SCENARIO$([ "$TRANSPORT" = nats ] && echo -nats)")
 echo "run: $RUN (logs, report; $RUNS_ROOT/latest points here)"
 
 pids=()
@@ -35,7 +46,20 @@ trap cleanup EXIT
 port_free() { ! (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
 wait_port() { for _ in $(seq 1 100); do port_free "$1" || return 0; sleep 0.1; done; echo "nothing listens on $1" >&2; return 1; }
 
-if [ -z "${BROKER:-}" ]; then
+if [ -z "${BROKER:-}" ] && [ "$TRANSPORT" = nats ]; then
+  port_free "$NATS_PORT" || { echo "port $NATS_PORT is taken: set BROKER=nats://host:port to use that server, or NATS_PORT=..." >&2; exit 1; }
+  bash scripts/install-deps.sh run || true
+  NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
+  [ -x "$NATS" ] || { echo "TRANSPORT=nats needs nats-server (apt-get install nats-server)" >&2; exit 1; }
+  cat > "$RUN/nats-server.conf" <<CONF
+listen: 127.0.0.1:$NATS_PORT
+CONF
+  setsid "$NATS" -c "$RUN/nats-server.conf" >"$RUN/broker.log" 2>&1 &
+  echo "broker: nats-server on nats://127.0.0.1:$NATS_PORT, log $RUN/broker.log"
+  pids+=($!); echo $! > "$RUN_STATE/broker.pid"
+  wait_port "$NATS_PORT"
+  export BROKER=nats://127.0.0.1:$NATS_PORT
+elif [ -z "${BROKER:-}" ]; then
   port_free "$BROKER_PORT" || { echo "port $BROKER_PORT is taken: set BROKER=mqtt://host:port to use that broker, or BROKER_PORT=..." >&2; exit 1; }
   bash scripts/install-deps.sh run || true
   if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then
