@@ -33,6 +33,10 @@ user_set      = $(filter command line environment override,$(origin $(1)))
 COMPOSE_ENV  := $(strip $(foreach v,$(COMPOSE_VARS),$(if $(call user_set,$(v)),$(v)='$($(v))')))
 COMPOSE_UNSET := $(strip $(foreach v,$(COMPOSE_VARS),$(if $(filter file,$(origin $(v))),-u $(v))))
 COMPOSE_PROFILES_ARG := $(if $(filter 1 true yes,$(MONITORING)),--profile monitoring)
+# TRANSPORT=nats: the NATS variant (docker-compose.nats.yml over docker-compose.yml, k8s/overlays/nats).
+COMPOSE_FILES := $(if $(filter nats,$(TRANSPORT)),-f docker-compose.yml -f docker-compose.nats.yml)
+KIND_OVERLAY  := $(if $(filter nats,$(TRANSPORT)),k8s/overlays/nats,k8s/overlays/kind)
+KIND_BROKER   := $(if $(filter nats,$(TRANSPORT)),deployment/nats,statefulset/emqx)
 
 # kubectl apply of an overlay, with the image names rewritten for a registry.
 define k8s_apply
@@ -46,13 +50,13 @@ endef
         k8s-cleanup k8s-preflight dashboard validate-deploy install-validators test-observe
 
 ##@ deploy
-compose-up: ## Start EMQX + worker + loadgen with docker compose (MONITORING=1 adds Prometheus :9090 + Grafana :3000)
-	cd $(DEPLOY_ROOT) && env $(COMPOSE_UNSET) $(COMPOSE_ENV) $(COMPOSE) $(COMPOSE_PROFILES_ARG) up -d --build
+compose-up: ## Start EMQX (TRANSPORT=nats: nats-server) + worker + loadgen with docker compose (MONITORING=1 adds Prometheus :9090 + Grafana :3000)
+	cd $(DEPLOY_ROOT) && env $(COMPOSE_UNSET) $(COMPOSE_ENV) $(COMPOSE) $(COMPOSE_FILES) $(COMPOSE_PROFILES_ARG) up -d --build
 	@echo "web dashboard: http://localhost:8090/   terminal: make dashboard"
 	@$(if $(COMPOSE_PROFILES_ARG),echo "Grafana: http://localhost:3000/   Prometheus: http://localhost:9090/")
 
 compose-down: ## Stop and remove the compose stack (all profiles, volumes included)
-	cd $(DEPLOY_ROOT) && $(COMPOSE) --profile monitoring down -v --remove-orphans
+	cd $(DEPLOY_ROOT) && $(COMPOSE) $(COMPOSE_FILES) --profile monitoring down -v --remove-orphans
 
 compose-logs: ## Follow loadgen and worker logs of the compose stack
 	cd $(DEPLOY_ROOT) && $(COMPOSE) logs -f --tail=100 loadgen worker
@@ -88,10 +92,10 @@ k8s-render: ## Render the kind and 1m overlays to .run/k8s/*.yaml (no cluster ne
 k8s-preflight: ## Check that kubectl reaches a cluster (KUBECONFIG / current context); the k8s targets run it first
 	@KUBECTL='$(KUBECTL)' bash $(DEPLOY_ROOT)/scripts/k8s-preflight.sh
 
-k8s-deploy-kind: k8s-preflight ## Deploy ~10k virtual clients (1 loadgen pod) to the current context (kind); MONITORING=1 adds Prometheus+Grafana
-	$(call k8s_apply,k8s/overlays/kind)
+k8s-deploy-kind: k8s-preflight ## Deploy ~10k virtual clients (1 loadgen pod) to the current context (kind); TRANSPORT=nats: over nats-server; MONITORING=1 adds Prometheus+Grafana
+	$(call k8s_apply,$(KIND_OVERLAY))
 	$(if $(filter 1 true yes,$(MONITORING)),$(call k8s_apply,monitoring))
-	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status statefulset/emqx --timeout=300s
+	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status $(KIND_BROKER) --timeout=300s
 	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status deployment/worker --timeout=180s
 	$(KUBECTL) -n $(K8S_NAMESPACE) rollout status statefulset/loadgen --timeout=180s
 

@@ -2,15 +2,18 @@
 # Offline validation of everything deployment-related (run by `make validate-deploy`,
 # which `make test` calls). Nothing here needs Docker, a cluster or the network:
 #
-#   k8s        kubectl kustomize renders k8s/base, k8s/overlays/{kind,1m} and
+#   k8s        kubectl kustomize renders k8s/base, k8s/overlays/{kind,1m,nats} and
 #              monitoring/; every object validates (strict) against the bundled
 #              Kubernetes JSON schemas (kubernetes-validate); semantic checks:
 #              1m = 1,000,000 virtual clients over 10 pods, INSTANCE_ID from the
 #              pod name, env names from the contract, probes, resources, scrape
-#              annotations, headless Services, HPA, EMQX DNS-SRV discovery.
+#              annotations, headless Services, HPA, EMQX DNS-SRV discovery;
+#              nats = nats-server in place of EMQX, both binaries on nats://.
 #   compose    docker-compose.yml validates against the Compose Specification
 #              schema (raw and with ${VAR:-default} interpolated); every mounted
-#              path, env_file, build context and Dockerfile exists.
+#              path, env_file, build context and Dockerfile exists; the NATS
+#              override docker-compose.nats.yml validates, and merged with the
+#              base it runs nats-server, no EMQX, both binaries on nats://.
 #   docker     both Dockerfiles parse (BuildKit parser): multi-stage, non-root
 #              numeric USER, EXPOSE, no HEALTHCHECK.
 #   prometheus promtool check config (compose + k8s variants), check rules;
@@ -139,8 +142,8 @@ def find(docs, kind, name):
 
 
 # ---- k8s -------------------------------------------------------------------
-def k8s_common(path):
-    """Checks every overlay must satisfy."""
+def k8s_common(path, broker="emqx"):
+    """Checks every overlay must satisfy (broker "nats": the NATS variant, no EMQX)."""
     docs = load_all(path)
     need(docs, "render is empty")
     for d in docs:
@@ -149,7 +152,6 @@ def k8s_common(path):
                  f"{d['kind']}/{d['metadata']['name']} not in namespace mqtt-rr-bench")
     lg = find(docs, "StatefulSet", "loadgen")
     wk = find(docs, "Deployment", "worker")
-    em = find(docs, "StatefulSet", "emqx")
     for obj, comp, allowed in ((lg, "loadgen", LOADGEN_ENV), (wk, "worker", WORKER_ENV)):
         spec = pod_spec(obj)
         tmpl_labels = obj["spec"]["template"]["metadata"]["labels"]
@@ -183,7 +185,8 @@ def k8s_common(path):
         need(any(p["port"] == port and p.get("name") == "metrics" for p in svc["spec"]["ports"]),
              f"{comp}: Service port 'metrics' {port}")
         b = env.get("BROKER") or env.get("MQTT_BROKER")
-        need(b and re.match(r"^(mqtt|tcp|mqtts|ssl|ws|wss)://", b.get("value", "")), f"{comp}: BROKER url")
+        schemes = "nats|tls" if broker == "nats" else "mqtt|tcp|mqtts|ssl|ws|wss"
+        need(b and re.match(rf"^({schemes})://", b.get("value", "")), f"{comp}: BROKER url")
     # loadgen: StatefulSet with unique INSTANCE_ID per pod
     need(lg["spec"]["serviceName"] == "loadgen", "loadgen StatefulSet serviceName must be the headless Service")
     (c,) = [c for c in pod_spec(lg)["containers"] if c["name"] == "loadgen"]
@@ -202,7 +205,10 @@ def k8s_common(path):
     need(h["spec"]["minReplicas"] <= h["spec"]["maxReplicas"], "HPA min > max")
     wc = [c for c in pod_spec(wk)["containers"] if c["name"] == "worker"][0]
     need("cpu" in wc["resources"]["requests"], "worker needs a CPU request for the CPU-based HPA")
+    if broker == "nats":
+        return docs, lg
     # EMQX cluster discovery through DNS SRV of its headless Service
+    em = find(docs, "StatefulSet", "emqx")
     (ec,) = pod_spec(em)["containers"]
     eenv = env_of(ec)
     hs = find(docs, "Service", em["spec"]["serviceName"])
@@ -258,6 +264,33 @@ def cmd_k8s_1m(path):
     iv = int(env_of(c)["INTERVAL_MS"]["value"])
     print(f"1m: {reps} x {vc} = {reps * vc:,} virtual clients, ids {ids[0]}..{ids[-1]}, "
           f"offered {reps * vc * 1000 / iv:,.0f} req/s (INTERVAL_MS={iv})")
+
+
+def cmd_k8s_nats(path):
+    """The NATS variant: nats-server behind Service nats, no EMQX left, both binaries on it."""
+    docs, lg = k8s_common(path, broker="nats")
+    reps, vc = total_clients(lg)
+    need(reps * vc == 10000, f"nats: expected 10,000 virtual clients, got {reps * vc}")
+    left = [f"{d['kind']}/{d['metadata']['name']}" for d in docs if "emqx" in d["metadata"]["name"]]
+    need(not left, f"nats: EMQX objects left: {left}")
+    nd = find(docs, "Deployment", "nats")
+    (c,) = pod_spec(nd)["containers"]
+    need(re.match(r"^nats:2\.9\.\d+", c["image"]), f"nats: image must be nats:2.9.x (Debian's is 2.9), is {c['image']}")
+    cports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    need(cports.get("client") == 4222, "nats: containerPort 'client' 4222")
+    for probe in ("readinessProbe", "livenessProbe"):
+        need(c.get(probe, {}).get("httpGet", {}).get("path") == "/healthz", f"nats: {probe} must GET /healthz")
+    need(pod_spec(nd).get("securityContext", {}).get("runAsNonRoot") is True, "nats: runAsNonRoot")
+    svc = find(docs, "Service", "nats")
+    need(svc["spec"]["selector"].items() <= nd["spec"]["template"]["metadata"]["labels"].items(),
+         "nats: Service selector does not match the pods")
+    need(any(p["port"] == 4222 for p in svc["spec"]["ports"]), "nats: Service port 4222")
+    for kind, name in (("StatefulSet", "loadgen"), ("Deployment", "worker")):
+        (c,) = [c for c in pod_spec(find(docs, kind, name))["containers"] if c["name"] == name]
+        b = env_of(c)["BROKER"]["value"]
+        need(b == "nats://nats:4222", f"{name}: BROKER must be nats://nats:4222, is {b}")
+        need("MQTT_VERSION" not in env_of(c), f"{name}: MQTT_VERSION means nothing over NATS")
+    print(f"nats: {reps} x {vc} virtual clients, {pod_spec(nd)['containers'][0]['image']}")
 
 
 def cmd_k8s_monitoring(path):
@@ -366,6 +399,47 @@ def cmd_compose_semantics(path):
         problems.append("emqx: WebSocket path must be /mqtt")
     need(not problems, "\n".join(problems))
     print(f"{len(svcs)} services; all mounted paths exist")
+
+
+def merged(base, over):
+    """docker compose's merge of an override file into a base (mappings merge, the rest replaces)."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = merged(base[k], v) if k in base else v
+        return out
+    return over
+
+
+def cmd_compose_nats(base, override):
+    """The NATS variant (base + override): nats-server, no EMQX started, both binaries on NATS."""
+    with open(base) as f:
+        b = yaml.safe_load(interpolate(f.read()))
+    with open(override) as f:
+        o = yaml.safe_load(interpolate(f.read()))
+    svcs = merged(b, o)["services"]
+    problems = []
+    n = svcs.get("nats") or {}
+    if not re.match(r"^nats:2\.9\.\d+", str(n.get("image", ""))):
+        problems.append(f"nats: image must be nats:2.9.x (Debian's is 2.9), is {n.get('image')}")
+    if "healthcheck" not in n:
+        problems.append("nats: needs a healthcheck (/healthz)")
+    if "emqx" not in svcs["emqx"].get("profiles", []):
+        problems.append("emqx: must move to profile 'emqx' (not started by default)")
+    for comp, allowed in (("loadgen", LOADGEN_ENV), ("worker", WORKER_ENV)):
+        s = svcs[comp]
+        if not str(s["environment"].get("BROKER", "")).startswith("nats://nats:4222"):
+            problems.append(f"{comp}: BROKER must default to nats://nats:4222")
+        bad = sorted(set(o["services"][comp].get("environment", {})) - allowed)
+        if bad:
+            problems.append(f"{comp}: env names not in the contract: {bad}")
+        deps = s.get("depends_on", {})
+        if deps.get("nats", {}).get("condition") != "service_healthy":
+            problems.append(f"{comp}: must wait for nats to be healthy")
+        if "emqx" in deps and deps["emqx"].get("required") is not False:
+            problems.append(f"{comp}: its dependency on emqx must be required: false")
+    need(not problems, "\n".join(problems))
+    print(f"{len(svcs)} services; nats {n['image']}; emqx only with --profile emqx")
 
 
 # ---- Dockerfiles -------------------------------------------------------------------
@@ -556,7 +630,7 @@ kval() {
   done
   grep -q '^kind:' "$f"
 }
-for target in k8s/base k8s/overlays/kind k8s/overlays/1m monitoring; do
+for target in k8s/base k8s/overlays/kind k8s/overlays/1m k8s/overlays/nats monitoring; do
   out="$TMP/$(echo "$target" | tr / _).yaml"
   check "kustomize build $target" render "$target" "$out"
   check "k8s schemas ($K8S_SCHEMA_VERSIONS, strict): $target" kval "$out"
@@ -565,6 +639,8 @@ check "k8s kind overlay: 1 loadgen pod x 10,000 virtual clients, probes, env, HP
   pyc k8s-kind "$TMP/k8s_overlays_kind.yaml"
 check "k8s 1m overlay: 10 pods x 100,000 = 1,000,000 virtual clients, unique INSTANCE_ID from pod name" \
   pyc k8s-1m "$TMP/k8s_overlays_1m.yaml"
+check "k8s nats overlay: nats-server instead of EMQX, worker and loadgen on nats://nats:4222" \
+  pyc k8s-nats "$TMP/k8s_overlays_nats.yaml"
 check "k8s monitoring: Prometheus + Grafana from monitoring/ files" \
   pyc k8s-monitoring "$TMP/monitoring.yaml"
 
@@ -578,6 +654,13 @@ check "docker-compose.yml with defaults interpolated against the schema" \
            '$VENV/bin/check-jsonschema' --builtin-schema vendor.compose-spec '$TMP/compose.json'"
 check "docker-compose.yml: mounted paths, env_file, builds, contract env names" \
   pyc compose-semantics docker-compose.yml
+check "docker-compose.nats.yml against the Compose Specification schema" \
+  "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.nats.yml
+check "docker-compose.nats.yml with defaults interpolated against the schema" \
+  bash -c "'$PY' '$TMP/checks.py' compose-interpolate docker-compose.nats.yml '$TMP/compose-nats.json' && \
+           '$VENV/bin/check-jsonschema' --builtin-schema vendor.compose-spec '$TMP/compose-nats.json'"
+check "docker-compose.nats.yml: nats-server instead of EMQX, worker and loadgen on nats://nats:4222" \
+  pyc compose-nats docker-compose.yml docker-compose.nats.yml
 check "docker/Dockerfile.loadgen" pyc dockerfile docker/Dockerfile.loadgen loadgen 8090
 check "docker/Dockerfile.worker" pyc dockerfile docker/Dockerfile.worker worker 8080
 
