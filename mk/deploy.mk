@@ -64,9 +64,12 @@ compose-logs: ## Follow loadgen and worker logs of the compose stack
 compose-ps: ## Show compose services
 	cd $(DEPLOY_ROOT) && $(COMPOSE) --profile monitoring ps
 
+# the revision reports carry (the image build has no .git)
+GIT_REVISION ?= $(shell git -C $(DEPLOY_ROOT) describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
+
 docker-build: ## Build the loadgen and worker images mqtt-rr-bench/{loadgen,worker}:IMAGE_TAG (default dev)
-	cd $(DEPLOY_ROOT) && DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile.worker -t mqtt-rr-bench/worker:$(IMAGE_TAG) .
-	cd $(DEPLOY_ROOT) && DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile.loadgen -t mqtt-rr-bench/loadgen:$(IMAGE_TAG) .
+	cd $(DEPLOY_ROOT) && DOCKER_BUILDKIT=1 $(DOCKER) build --build-arg GIT_REVISION=$(GIT_REVISION) -f docker/Dockerfile.worker -t mqtt-rr-bench/worker:$(IMAGE_TAG) .
+	cd $(DEPLOY_ROOT) && DOCKER_BUILDKIT=1 $(DOCKER) build --build-arg GIT_REVISION=$(GIT_REVISION) -f docker/Dockerfile.loadgen -t mqtt-rr-bench/loadgen:$(IMAGE_TAG) .
 
 k8s-build: docker-build ## Build the images; load them into kind (KIND_CLUSTER) or push them (IMAGE_REGISTRY)
 ifneq ($(IMAGE_REGISTRY),)

@@ -146,6 +146,42 @@ pub struct Sections {
     /// Wall-clock time (Unix ms) of the run's t = 0 (the start of its schedule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_unix_ms: Option<u64>,
+    /// When, where and with what the run happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunMeta>,
+}
+
+/// When, where and with what a run happened, so a report file found later says what it is.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunMeta {
+    /// The schedule's t = 0, RFC 3339 UTC.
+    pub started_at: String,
+    /// When the report was made (after the drain), RFC 3339 UTC.
+    pub ended_at: String,
+    /// The loadgen's source revision (`git describe --always --dirty` at build time, or
+    /// `GIT_REVISION` given to the build; `unknown` without either).
+    pub git_revision: String,
+    /// The loadgen's version.
+    pub version: String,
+    /// The host the loadgen ran on.
+    pub host: String,
+    /// The broker (or gateway) URL the run measured; no credentials.
+    pub broker: String,
+}
+
+impl RunMeta {
+    /// The facts of a run that started at `start` (its schedule's t = 0) and ends now.
+    pub fn new(start: std::time::SystemTime, broker: String) -> RunMeta {
+        let stamp = |t| humantime::format_rfc3339_seconds(t).to_string();
+        RunMeta {
+            started_at: stamp(start),
+            ended_at: stamp(std::time::SystemTime::now()),
+            git_revision: env!("RR_GIT_REVISION").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            host: rr_common::cli::hostname(),
+            broker,
+        }
+    }
 }
 
 impl Report {
@@ -186,10 +222,20 @@ impl Report {
         let l = &self.latency_us;
         let lag = &self.schedule_lag_us;
         let mut s = format!(
-            "== loadgen {} report ({}) ==\n\
-             measured window : {:.1} s (warm-up excluded)\n",
-            self.scenario, self.instance_id, self.duration_s,
+            "== loadgen {} report ({}) ==\n",
+            self.scenario, self.instance_id
         );
+        if let Some(m) = &self.sections.run {
+            s.push_str(&format!(
+                "run             : {} .. {}   host {}   loadgen {} ({})\n\
+                 broker          : {}\n",
+                m.started_at, m.ended_at, m.host, m.version, m.git_revision, m.broker
+            ));
+        }
+        s.push_str(&format!(
+            "measured window : {:.1} s (warm-up excluded)\n",
+            self.duration_s
+        ));
         match &self.books {
             Books::Requests(b) => s.push_str(&format!(
                 "offered rate    : {:.1}/s   achieved: {:.1}/s\n\

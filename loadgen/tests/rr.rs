@@ -357,6 +357,18 @@ async fn f_endpoints_and_report_schema() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     validate_report(&v);
+    // the report says when, where and with what it ran (a file found later explains itself)
+    let run = &v["run"];
+    let started = run["started_at"].as_str().expect("run.started_at");
+    let ended = run["ended_at"].as_str().expect("run.ended_at");
+    assert!(started.ends_with('Z') && started.len() == 20, "{started}");
+    assert!(ended >= started, "{started} .. {ended}");
+    assert!(!run["git_revision"].as_str().unwrap().is_empty());
+    assert_eq!(run["host"], rr_common::cli::hostname());
+    assert_eq!(run["broker"], v["config"]["BROKER"]);
+    assert!(report
+        .text()
+        .contains(&format!("run             : {started} .. {ended}")));
     // the schema is not vacuous: a report with a match rate above 1 is rejected
     let mut bad = v.clone();
     bad["match_rate"] = 1.5.into();

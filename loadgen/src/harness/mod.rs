@@ -29,7 +29,7 @@ pub use state::{Recent, RunState};
 
 use crate::config::Config;
 use crate::error::LoadgenError;
-use crate::report::{Report, Sections};
+use crate::report::{Report, RunMeta, Sections};
 use rr_common::stats::Summary;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -147,6 +147,11 @@ fn report(cfg: &Config, state: &RunState, fin: &Finished) -> Report {
         books: fin.books.clone(),
         sections: Sections {
             start_unix_ms: state.epoch_unix_ms(),
+            run: Some(RunMeta::new(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(state.epoch_unix_ms().unwrap_or(0)),
+                cfg.connect.broker.to_string(),
+            )),
         },
     }
 }

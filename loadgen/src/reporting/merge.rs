@@ -36,6 +36,7 @@ const INSTANCE_FIELDS: &[&str] = &[
     "instance_id",
     "role",
     "start_unix_ms",
+    "run",
     "duration_s",
     "offered_rate",
     "achieved_rate",
