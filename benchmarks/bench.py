@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs the performance scenarios of issue 6 (called by scripts/benchmark.sh; standard library only).
 
-Every run starts its own mosquitto (and worker) on free ports, runs loadgen with a fixed
+Every run starts its own mosquitto or nats-server (and worker) on free ports, runs loadgen with a fixed
 schedule, and reads the CPU time (utime + stime from /proc/<pid>/stat) of every process over the
 same window inside loadgen's measured window. Scenarios:
 
@@ -10,6 +10,7 @@ same window inside loadgen's measured window. Scenarios:
   ceiling  rr at stepped offered rates until match rate < 0.999 or p99 >= 50 ms; CPU of all three
   latency  rr at 1,000 req/s against a minimal pair of rumqttc clients echoing (examples/echo_pair.rs)
   memory   scripts/memory.sh 1m (1,000,000 virtual clients, every one sends), plus the fanout helper's results if present
+  nats     rr at 10,000 req/s over NATS (nats-server from Debian): loadgen/nats-server, worker/nats-server
 
 Environment: QUICK=1 (the ~2-minute subset), SCENARIOS=pub,rr,... (default: all; memory only in
 full mode), REPEAT (runs of pub and rr, median reported; default 3, 1 when QUICK), BIN (directory
@@ -41,9 +42,10 @@ COMMITTED = ROOT / "benchmarks" / "results"
 RESULTS = Path(os.environ.get("RESULTS_DIR") or COMMITTED)
 QUICK = os.environ.get("QUICK", "0") not in ("", "0")
 REPEAT = int(os.environ.get("REPEAT") or (1 if QUICK else 3))
-ALL = ["pub", "rr", "ceiling", "latency"] + ([] if QUICK else ["memory"])
+ALL = ["pub", "rr", "ceiling", "latency", "nats"] + ([] if QUICK else ["memory"])
 SCENARIOS = [s for s in (os.environ.get("SCENARIOS") or ",".join(ALL)).split(",") if s]
 MOSQUITTO = os.environ.get("MOSQUITTO") or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+NATS_SERVER = os.environ.get("NATS_SERVER") or shutil.which("nats-server") or "/usr/sbin/nats-server"
 ECHO_PAIR = Path(os.environ.get("ECHO_PAIR") or BIN / "examples" / "echo_pair")
 CLK = os.sysconf("SC_CLK_TCK")
 PREFIX = "benchmark-quick" if QUICK else "benchmark"
@@ -51,7 +53,7 @@ PREFIX = "benchmark-quick" if QUICK else "benchmark"
 # Durations (seconds): warm-up excluded from loadgen's statistics, then the measured window.
 WARMUP = 3
 DUR = {"pub": 12 if QUICK else 20, "rr": 12 if QUICK else 20, "ceiling": 8 if QUICK else 15,
-       "latency": 8 if QUICK else 20}
+       "latency": 8 if QUICK else 20, "nats": 12 if QUICK else 20}
 PUB_RATE = 20_000
 RR_RATE = 10_000
 LATENCY_RATE = 1_000
@@ -140,37 +142,42 @@ class Stack:
         self.procs[role] = p
         return p
 
-    def broker(self):
+    def broker(self, transport="mqtt"):
+        """mosquitto (or nats-server) on a free port; returns the URL clients use."""
         port = free_port()
-        conf = self.dir / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "max_queued_messages 100000\nset_tcp_nodelay true\n")
-        p = self.spawn("broker", [MOSQUITTO, "-c", str(conf)], base_env())
+        if transport == "nats":
+            argv = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)]
+        else:
+            conf = self.dir / "mosquitto.conf"
+            conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                            "max_queued_messages 100000\nset_tcp_nodelay true\n")
+            argv = [MOSQUITTO, "-c", str(conf)]
+        p = self.spawn("broker", argv, base_env())
 
         def listening():
             if p.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {(self.dir / 'broker.log').read_text()}")
+                raise RuntimeError(f"{argv[0]} exited: {(self.dir / 'broker.log').read_text()}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 return True
             except OSError:
                 return False
-        wait_for(listening, 10, "mosquitto")
-        return port
+        wait_for(listening, 10, argv[0])
+        return f"{transport}://127.0.0.1:{port}"
 
-    def worker(self, broker_port, **extra):
+    def worker(self, broker, **extra):
         port = free_port()
-        env = base_env(BROKER=f"mqtt://127.0.0.1:{broker_port}", METRICS_PORT=port,
+        env = base_env(BROKER=broker, METRICS_PORT=port,
                        METRICS_ADDR="127.0.0.1", MODE="health", INSTANCE_ID="bench",
                        **{**extra, **extra_env("WORKER_EXTRA")})
         self.spawn("worker", [str(BIN / "worker")], env)
         wait_for(lambda: http_ok(port, "/ready"), 30, "worker /ready")
         return port
 
-    def loadgen(self, broker_port, **settings):
+    def loadgen(self, broker, **settings):
         port = free_port()
         report = self.dir / "report.json"
-        env = base_env(BROKER=f"mqtt://127.0.0.1:{broker_port}", METRICS_PORT=port,
+        env = base_env(BROKER=broker, METRICS_PORT=port,
                        METRICS_ADDR="127.0.0.1", PROGRESS_SEC=0, INSTANCE_ID="bench",
                        REPORT_JSON=report, **{**settings, **extra_env("LOADGEN_EXTRA")})
         p = self.spawn("loadgen", [str(BIN / "loadgen")], env)
@@ -195,12 +202,13 @@ class Stack:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, interval_ms=INTERVAL_MS):
+def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, interval_ms=INTERVAL_MS,
+                transport="mqtt"):
     """One run: broker (+ worker) + loadgen; CPU of each process over the same window."""
     stack = Stack(name)
     ok = False
     try:
-        bport = stack.broker()
+        bport = stack.broker(transport)
         if worker:
             stack.worker(bport)
         settings = dict(SCENARIO=scenario, VIRTUAL_CLIENTS=int(rate * interval_ms / 1000),
@@ -273,16 +281,22 @@ def scenario_pub():
             "runs": runs}
 
 
-def scenario_rr():
+def scenario_rr(transport="mqtt"):
+    """rr at RR_RATE with one worker; over NATS (transport "nats") the broker is nats-server."""
+    name = "rr" if transport == "mqtt" else transport
     runs = []
     for i in range(REPEAT):
-        r = run_loadgen(f"rr-{i}", "rr", RR_RATE, DUR["rr"], worker=True)
-        log(f"rr #{i}: loadgen {r['cpu_s']['loadgen']} s, worker {r['cpu_s']['worker']} s, "
+        r = run_loadgen(f"{name}-{i}", "rr", RR_RATE, DUR[name], worker=True, transport=transport)
+        log(f"{name} #{i}: loadgen {r['cpu_s']['loadgen']} s, worker {r['cpu_s']['worker']} s, "
             f"broker {r['cpu_s']['broker']} s, ratios {r['ratio_loadgen_broker']} / "
             f"{r['ratio_worker_broker']}, match {r['match_rate']:.5f}")
         runs.append(r)
+    spread = lambda k: [min(r[k] for r in runs), max(r[k] for r in runs)]
     return {"target": "loadgen/broker <= 0.5 and worker/broker <= 0.5", "rate": RR_RATE,
+            "transport": transport, "broker": "nats-server" if transport == "nats" else "mosquitto",
             "worker_mode": "health", "repeats": len(runs),
+            "ratio_loadgen_broker_min_max": spread("ratio_loadgen_broker"),
+            "ratio_worker_broker_min_max": spread("ratio_worker_broker"),
             "median_ratio_loadgen_broker": median_of(runs, "ratio_loadgen_broker"),
             "median_ratio_worker_broker": median_of(runs, "ratio_worker_broker"),
             "runs": runs}
@@ -324,7 +338,7 @@ def echo_pair(i):
     stack = Stack(f"latency-echo-{i}")
     ok = False
     try:
-        bport = stack.broker()
+        bport = stack.broker().rsplit(":", 1)[1]
         env = base_env(BROKER_HOST="127.0.0.1", BROKER_PORT=bport, RATE=LATENCY_RATE,
                        WARMUP_SEC=WARMUP, DURATION_SEC=DUR["latency"], PAYLOAD_BYTES=64)
         out = subprocess.run([str(ECHO_PAIR)], env=env, capture_output=True, text=True,
@@ -432,11 +446,13 @@ def machine():
         pass
     git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     mosq = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True).stdout.splitlines()
+    nats = subprocess.run([NATS_SERVER, "--version"], capture_output=True, text=True).stdout.strip() \
+        if os.path.exists(NATS_SERVER) else ""
     return {
         "nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
         "machine": platform.machine(), "hostname": platform.node(),
         "mem_total_kib": next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), None),
-        "mosquitto": mosq[0] if mosq else "",
+        "mosquitto": mosq[0] if mosq else "", "nats_server": nats,
         # BENCH_GIT_REVISION: the revision the binaries were built from, when not this tree's.
         "git_revision": os.environ.get("BENCH_GIT_REVISION") or git("rev-parse", "HEAD"),
         "git_describe": os.environ.get("BENCH_GIT_REVISION", "")[:7] or git("describe", "--always", "--dirty"),
@@ -487,6 +503,9 @@ def main():
     if "latency" in SCENARIOS:
         result["latency"] = scenario_latency()
         steps += [r["loadgen_worker"] for r in result["latency"]["runs"]]
+    if "nats" in SCENARIOS:
+        result["nats"] = scenario_rr("nats")
+        steps += result["nats"]["runs"]
     if "memory" in SCENARIOS:
         scenario_memory()
     result["memory"] = collect_memory()
@@ -521,6 +540,10 @@ def summary(res):
         r = res["rr"]
         lines.append(f"rr {r['rate']}/s: loadgen/broker {r['median_ratio_loadgen_broker']}, "
                      f"worker/broker {r['median_ratio_worker_broker']} (targets <= 0.5)")
+    if "nats" in res:
+        r = res["nats"]
+        lines.append(f"nats rr {r['rate']}/s: loadgen/nats-server {r['median_ratio_loadgen_broker']}, "
+                     f"worker/nats-server {r['median_ratio_worker_broker']} (targets <= 0.5)")
     if "ceiling" in res:
         c = res["ceiling"]
         bound = " (at least: every step held)" if c["ceiling_is_lower_bound"] else ""
