@@ -388,31 +388,7 @@ async fn garbage(version: &'static str) {
         to_worker.push(publish(proto, &req(cut), None, None, &good[..cut]));
     }
     // wrong correlations: another run, a client out of range, a cycle not yet due, bad lengths
-    let wrong = [
-        Correlation {
-            run: run_id ^ 1,
-            client: 0,
-            seq: 0,
-        }
-        .to_bytes()
-        .to_vec(),
-        Correlation {
-            run: run_id,
-            client: 2000,
-            seq: 0,
-        }
-        .to_bytes()
-        .to_vec(),
-        Correlation {
-            run: run_id,
-            client: 3,
-            seq: 1_000_000,
-        }
-        .to_bytes()
-        .to_vec(),
-        vec![1, 2, 3, 4, 5],
-        vec![],
-    ];
+    let wrong = wrong_correlations(run_id);
     for (n, c) in wrong.iter().enumerate() {
         to_loadgen.push(publish(proto, &resp(n), None, None, &header(b"", c, b"ok")));
         if proto == Protocol::V5 {

@@ -250,31 +250,7 @@ async fn d_garbage_on_reply_and_request_subjects_is_counted_on_both_sides() {
     // well-formed answers with wrong correlations: another run, a client out of range, a
     // cycle not yet due, bad lengths; and the same as requests, which the worker answers (any
     // requester may ask) and the loadgen then counts
-    let wrong = [
-        Correlation {
-            run: run_id ^ 1,
-            client: 0,
-            seq: 0,
-        }
-        .to_bytes()
-        .to_vec(),
-        Correlation {
-            run: run_id,
-            client: 2000,
-            seq: 0,
-        }
-        .to_bytes()
-        .to_vec(),
-        Correlation {
-            run: run_id,
-            client: 3,
-            seq: 1_000_000,
-        }
-        .to_bytes()
-        .to_vec(),
-        vec![1, 2, 3, 4, 5],
-        vec![],
-    ];
+    let wrong = wrong_correlations(run_id);
     for (n, c) in wrong.iter().enumerate() {
         to_loadgen.push(nats_pub(&resp(n), None, Some(c), b"ok"));
         to_worker.push(nats_pub(&req(n), Some(&resp(n)), Some(c), b""));

@@ -217,3 +217,17 @@ impl Rq for loadgen::report::Report {
             .unwrap_or_else(|| panic!("an rr/pub report has request books: {self:#?}"))
     }
 }
+
+/// Correlations a run with id `run_id` (of fewer than 2,000 clients) must count as invalid:
+/// another run, a client out of range, a cycle not yet due, and bad lengths.
+pub fn wrong_correlations(run_id: u32) -> Vec<Vec<u8>> {
+    use rr_common::codec::Correlation;
+    let c = |run, client, seq| Correlation { run, client, seq }.to_bytes().to_vec();
+    vec![
+        c(run_id ^ 1, 0, 0),
+        c(run_id, 2000, 0),
+        c(run_id, 3, 1_000_000),
+        vec![1, 2, 3, 4, 5],
+        vec![],
+    ]
+}
