@@ -37,6 +37,14 @@ fn main() {
                     }
                     eprintln!("report written to {}", path.display());
                 }
+                if let Some(path) = &cfg.report_html {
+                    let base = cfg.report_baseline.as_deref();
+                    if let Err(e) = loadgen::reporting::run::write_html(&report, path, base) {
+                        eprintln!("error: cannot write REPORT_HTML: {e}");
+                        return 1;
+                    }
+                    eprintln!("HTML report written to {}", path.display());
+                }
                 0
             }
             Err(e) => {

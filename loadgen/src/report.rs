@@ -149,6 +149,10 @@ pub struct Sections {
     /// When, where and with what the run happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunMeta>,
+    /// Latency and schedule lag, lossless (HdrHistogram V2 compressed, base64), so reports
+    /// merge and compare exactly (`loadgen merge`, `loadgen compare`, the HTML report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histograms: Option<crate::reporting::run::Histograms>,
 }
 
 /// When, where and with what a run happened, so a report file found later says what it is.

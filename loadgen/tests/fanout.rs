@@ -155,8 +155,25 @@ async fn a_two_thousand_ws_clients_receive_every_message_once() {
             "{name} missing in /metrics:\n{metrics}"
         );
     }
+    // GET /report: the report so far, with its delivery books and histograms
+    let live = get(port, "/report").await.expect("/report");
+    let live = loadgen::reporting::LoadedReport::from_text("/report", &live)
+        .expect("the live report carries its histograms");
+    assert!(
+        live.is_fanout() && live.value["clients"] == 2000,
+        "{:?}",
+        live.value
+    );
     let report = run.report().await.expect("fanout run");
     eprintln!("{}", report.text());
+    // the HTML report of a fan-out run (what make up-fanout writes)
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("report.html");
+    loadgen::reporting::run::write_html(&report, &page, None).expect("fan-out HTML report");
+    assert!(std::fs::read_to_string(&page).unwrap().contains("delivery"));
+    let json = serde_json::to_value(&report).unwrap();
+    let back = loadgen::reporting::LoadedReport::from_value("report", json).unwrap();
+    assert_eq!(back.latency.len(), dv(&report).received);
     assert!(
         started.elapsed() < Duration::from_secs(50),
         "took {:?}",

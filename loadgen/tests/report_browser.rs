@@ -7,6 +7,7 @@
 //! Fails, never skips, when chromium is missing (`make install-deps` installs it).
 
 mod report_samples;
+mod support;
 
 use loadgen::reporting::{html, LoadedReport};
 use report_samples::{capacity, simulate, Run};
@@ -228,4 +229,51 @@ fn a_sample_capacity_report_renders_offline_with_every_chart() {
         ids.contains(&"chart-capacity") && ids.contains(&"chart-percentiles"),
         "{ids:?}"
     );
+}
+
+/// Test a: a real run (mosquitto, an in-process worker, the loadgen binary with REPORT_JSON and
+/// REPORT_HTML) writes an HTML report that renders offline with every chart holding data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_run_writes_an_html_report_that_renders_offline() {
+    let broker = rr_testkit::Mosquitto::start(rr_testkit::MosquittoOptions::new())
+        .expect("mosquitto starts (make test installs it)");
+    let (w, stop) = support::start_worker(&broker.url(), &[]).await;
+    let dir = out_dir();
+    let (json, page) = (dir.join("real-run.json"), dir.join("real-run.html"));
+    let _ = std::fs::remove_file(&page);
+    let bin = env!("CARGO_BIN_EXE_loadgen");
+    let out = tokio::process::Command::new(bin)
+        .envs([
+            ("BROKER", broker.url()),
+            ("VIRTUAL_CLIENTS", "2000".into()),
+            ("INTERVAL_MS", "1000".into()),
+            ("CONNECTIONS", "4".into()),
+            ("WARMUP_SEC", "1".into()),
+            ("DURATION_SEC", "5".into()),
+            ("METRICS_PORT", "0".into()),
+            ("METRICS_ADDR", "127.0.0.1".into()),
+            ("PROGRESS_SEC", "0".into()),
+            ("INSTANCE_ID", "report-a".into()),
+            ("WORKER_STATS_URLS", format!("http://{}/stats", w.http_addr)),
+            ("REPORT_JSON", json.display().to_string()),
+            ("REPORT_HTML", page.display().to_string()),
+        ])
+        .env_remove("REPORT_BASELINE")
+        .output()
+        .await
+        .unwrap();
+    stop.cancel();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadgen failed: {err}");
+    assert!(err.contains("HTML report written to"), "{err}");
+    let r = LoadedReport::from_file(&json).expect("the run's JSON carries its histograms");
+    assert!(
+        r.u64("sent") > 5000 && r.latency.len() == r.u64("matched"),
+        "{}",
+        r.u64("sent")
+    );
+    let charts = check_report_page(&page, &dir.join("real-run.png"));
+    let ids: Vec<&str> = charts.iter().map(|c| c.0.as_str()).collect();
+    assert!(ids.contains(&"chart-percentiles"), "{ids:?}");
+    println!("report screenshot: {}", dir.join("real-run.png").display());
 }

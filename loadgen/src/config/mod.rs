@@ -43,7 +43,7 @@ impl Scenario {
 /// Load generator for MQTT request/response, publish-only and WebSocket fan-out tests.
 /// Every option is read from the environment variable shown.
 #[derive(Parser, Clone, Debug)]
-#[command(name = "loadgen", version, about, max_term_width = 110)]
+#[command(name = "loadgen", version, about, max_term_width = 110, after_help = crate::reporting::cli::HELP)]
 pub struct Config {
     /// Scenario to run
     #[arg(
@@ -79,6 +79,11 @@ pub struct Config {
         value_name = "DURATION_SEC"
     )]
     pub duration_sec: u64,
+    /// Wall-clock second at which the schedule and the measured window start (after connecting):
+    /// next-minute, an RFC 3339 time or Unix seconds; instances given the same one line up
+    /// (unset = as soon as connected)
+    #[arg(long, env = "START_AT", value_name = "START_AT")]
+    pub start_at: Option<crate::reporting::start_at::StartAt>,
     /// Name of this instance; response topics are private to it (default: host name)
     #[arg(long, env = "INSTANCE_ID", value_name = "INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -87,6 +92,12 @@ pub struct Config {
     /// Path of the final JSON report (unset = none)
     #[arg(long, env = "REPORT_JSON", value_name = "REPORT_JSON")]
     pub report_json: Option<PathBuf>,
+    /// Path of the self-contained HTML report written at the end (unset = none)
+    #[arg(long, env = "REPORT_HTML", value_name = "REPORT_HTML")]
+    pub report_html: Option<PathBuf>,
+    /// A baseline JSON report: the HTML report embeds the comparison with it
+    #[arg(long, env = "REPORT_BASELINE", value_name = "REPORT_BASELINE")]
+    pub report_baseline: Option<PathBuf>,
     /// Seconds between live progress lines on stderr (0 = off)
     #[arg(
         long,
@@ -149,6 +160,13 @@ impl Config {
             ("DURATION_SEC", self.duration_sec.into()),
             ("INSTANCE_ID", self.instance_id().into()),
             (
+                "START_AT",
+                self.start_at
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+                    .into(),
+            ),
+            (
                 "REPORT_JSON",
                 self.report_json
                     .as_ref()
@@ -156,6 +174,8 @@ impl Config {
                     .unwrap_or_default()
                     .into(),
             ),
+            ("REPORT_HTML", path_text(&self.report_html).into()),
+            ("REPORT_BASELINE", path_text(&self.report_baseline).into()),
             ("PROGRESS_SEC", self.progress_sec.into()),
             ("WORKER_STATS_URLS", self.worker_stats_urls.join(",").into()),
         ];
@@ -175,6 +195,12 @@ impl Config {
         }
         m
     }
+}
+
+fn path_text(p: &Option<PathBuf>) -> String {
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 impl Config {
@@ -203,6 +229,11 @@ impl Validate for Config {
     fn check(&self) -> Result<(), ConfigError> {
         self.connect.check()?;
         check_topic_segment("INSTANCE_ID", &self.instance_id())?;
+        if let Some(base) = &self.report_baseline {
+            // checked now, not after a long run: the HTML report compares against it
+            crate::reporting::LoadedReport::from_file(base)
+                .map_err(|e| ConfigError::new("REPORT_BASELINE", e.to_string()))?;
+        }
         if self.connect.broker.scheme.is_nats() {
             self.check_nats()?;
         }
@@ -327,6 +358,17 @@ mod tests {
         let e = Config::try_parse_from(["loadgen", "--virtual-clients=abc"]).unwrap_err();
         let line = rr_common::cli::parse_error_line::<Config>(&e);
         assert!(line.starts_with("invalid VIRTUAL_CLIENTS: 'abc'"), "{line}");
+        let e = Config::try_parse_from(["loadgen", "--start-at=soon"]).unwrap_err();
+        let line = rr_common::cli::parse_error_line::<Config>(&e);
+        assert!(line.starts_with("invalid START_AT: 'soon'"), "{line}");
+        assert!(line.contains("accepted: next-minute"), "{line}");
+        let c = parse(&["--start-at=2025-08-01T12:00:00Z"]);
+        assert_eq!(c.describe()["START_AT"], "2025-08-01T12:00:00Z");
+        let e = parse(&["--report-baseline=/nonexistent/base.json"])
+            .check()
+            .unwrap_err();
+        assert_eq!(e.var, "REPORT_BASELINE");
+        assert!(e.to_string().contains("/nonexistent/base.json"), "{e}");
         let e = Config::try_parse_from(["loadgen", "--scenario=bogus"]).unwrap_err();
         let line = rr_common::cli::parse_error_line::<Config>(&e);
         assert_eq!(

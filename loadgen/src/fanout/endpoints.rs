@@ -4,7 +4,8 @@
 
 use super::export::FanoutMetrics;
 use super::stats::{get, Live};
-use crate::harness::{self, Outstanding, RunState, Sample, Words};
+use crate::harness::{self, Finished, Outstanding, RunState, Sample, Words};
+use crate::report::{Books, DeliveryBooks};
 use rr_common::http::Endpoints;
 use rr_common::stats::Summary;
 use std::sync::Arc;
@@ -13,14 +14,25 @@ use std::sync::Arc;
 pub struct FanoutEndpoints {
     pub live: Arc<Live>,
     pub run: Arc<RunState>,
+    /// Messages per second the publisher offers (0 when this process does not publish).
+    pub offered_rate: f64,
+    /// The planned measured window (`None`: until stopped).
+    pub window: Option<std::time::Duration>,
     metrics: FanoutMetrics,
 }
 
 impl FanoutEndpoints {
-    pub fn new(live: Arc<Live>, run: Arc<RunState>) -> FanoutEndpoints {
+    pub fn new(
+        live: Arc<Live>,
+        run: Arc<RunState>,
+        offered_rate: f64,
+        window: Option<std::time::Duration>,
+    ) -> FanoutEndpoints {
         FanoutEndpoints {
             live,
             run,
+            offered_rate,
+            window,
             metrics: FanoutMetrics::default(),
         }
     }
@@ -55,6 +67,67 @@ impl harness::Live for FanoutEndpoints {
 
     fn progress_extra(&self) -> String {
         format!("disconnects {}", get(&self.live.c.disconnects))
+    }
+
+    /// The window's delivery books so far; what is neither received nor lost yet is
+    /// `unresolved` (the subscribers' tails are counted as lost only by `finish`).
+    fn so_far(&self) -> Finished {
+        let c = &self.live.c;
+        let measured = self.run.measured_s();
+        let duration_s = self
+            .window
+            .map_or(measured, |d| measured.min(d.as_secs_f64()));
+        let (received, lost) = (get(&c.received_window), get(&c.lost_window));
+        let exact = self.live.role == "both";
+        let expected = if exact {
+            get(&c.expected_window)
+        } else {
+            received + lost
+        };
+        let per_s = |n: u64| {
+            if duration_s > 0.0 {
+                n as f64 / duration_s
+            } else {
+                0.0
+            }
+        };
+        let (latency, schedule_lag) = self.live.lat.window_histograms();
+        let books = DeliveryBooks {
+            role: self.live.role.into(),
+            clients: self.live.clients,
+            subjects: self.live.subjects,
+            expected,
+            received,
+            bytes_received: get(&c.bytes_window),
+            lost,
+            delivery_ratio: if expected > 0 {
+                (received as f64 / expected as f64).min(1.0)
+            } else {
+                0.0
+            },
+            unresolved: expected.saturating_sub(received + lost),
+            connections: self.live.connections(),
+            disconnects: get(&c.disconnects),
+            connect_failures: get(&c.connect_failures),
+            delivered_rate: per_s(received),
+            bytes_per_s: per_s(get(&c.bytes_window)),
+            clock: (!exact).then(|| "wall".into()),
+            clock_skewed: (!exact).then(|| get(&c.skewed)),
+            ..DeliveryBooks::default()
+        };
+        Finished {
+            duration_s,
+            offered_rate: self.offered_rate,
+            sent: get(&c.published_window),
+            duplicates: get(&c.duplicates),
+            invalid: get(&c.invalid),
+            skipped: get(&c.skipped_window),
+            publish_errors: get(&c.publish_errors),
+            reconnects: get(&c.reconnects),
+            latency,
+            schedule_lag,
+            books: Books::Deliveries(books),
+        }
     }
 
     /// Exact books (publisher in this process) know what is still to come; split roles only
@@ -144,7 +217,7 @@ mod tests {
             "t".into(),
             std::time::Duration::ZERO,
         ));
-        let ends = FanoutEndpoints::new(live.clone(), run);
+        let ends = FanoutEndpoints::new(live.clone(), run, 0.0, None);
         let text = ends.metrics();
         for name in [
             "fanout_messages_published_total 0",

@@ -91,7 +91,12 @@ impl Fanout {
         });
         Ok(Fanout {
             cfg: cfg.clone(),
-            endpoints: Arc::new(FanoutEndpoints::new(live.clone(), run)),
+            endpoints: Arc::new(FanoutEndpoints::new(
+                live.clone(),
+                run,
+                cfg.offered_rate(),
+                cfg.duration(),
+            )),
             live,
             subjects: Arc::new(Subjects::new(plan.subjects)),
             plan,

@@ -30,9 +30,13 @@ pub use state::{Recent, RunState};
 use crate::config::Config;
 use crate::error::LoadgenError;
 use crate::report::{Report, RunMeta, Sections};
+use crate::reporting::live::WithReport;
+use crate::reporting::run::Histograms;
+use crate::reporting::start_at::{self, StartAt};
 use rr_common::stats::Summary;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -51,7 +55,12 @@ pub async fn run<S: Scenario>(
     let stop_all = CancellationToken::new();
     let _stop_on_return = stop_all.clone().drop_guard();
     let addr = cfg.http.socket();
-    let http_addr = rr_common::http::serve(addr, live.clone(), stop_all.clone())
+    let so_far = {
+        let (cfg, state, live) = (cfg.clone(), state.clone(), live.clone());
+        move || report(&cfg, &state, &live.so_far())
+    };
+    let served = Arc::new(WithReport::new(live.clone(), so_far));
+    let http_addr = rr_common::http::serve(addr, served, stop_all.clone())
         .await
         .map_err(|source| LoadgenError::Http { addr, source })?;
     tracing::info!(
@@ -72,13 +81,19 @@ pub async fn run<S: Scenario>(
         r = scenario.connect(&shutdown) => { r?; true }
         _ = shutdown.cancelled() => false,
     };
+    let mut at = None;
+    if connected && !shutdown.is_cancelled() {
+        state.set_ready();
+        if let Some(start_at) = cfg.start_at {
+            at = wait_for_start(start_at, &shutdown).await;
+        }
+    }
     let clock = RunClock {
-        epoch: state.start_clock(),
+        epoch: state.start_clock(at),
         warmup: cfg.warmup(),
         duration: cfg.duration(),
     };
     if connected && !shutdown.is_cancelled() {
-        state.set_ready();
         scenario.start(clock);
         state.phase.advance(Phase::Warmup);
         let end = state.end_token().clone();
@@ -107,6 +122,30 @@ pub async fn run<S: Scenario>(
     Ok(report)
 }
 
+/// `START_AT`: waits until that wall-clock second (every instance given the same one opens
+/// its schedule and its window then). Returns the second, or `None` when it had passed (the run
+/// starts now, and says it cannot line up) or on shutdown.
+async fn wait_for_start(start_at: StartAt, shutdown: &CancellationToken) -> Option<SystemTime> {
+    let (when, wait) = start_at.wait(SystemTime::now());
+    let unix_s = start_at::unix_ms(when) / 1000;
+    if wait.is_zero() {
+        tracing::warn!(
+            "START_AT ({unix_s}, Unix seconds) has passed: starting now, not lined up with \
+             instances that started on time"
+        );
+        return None;
+    }
+    tracing::info!(
+        "connected; the schedule starts at START_AT = {} (Unix {unix_s}), in {:.1} s",
+        humantime::format_rfc3339_seconds(when),
+        wait.as_secs_f64()
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => Some(when),
+        _ = shutdown.cancelled() => None,
+    }
+}
+
 /// Warm-up, then the measured window until its planned end (forever without one).
 async fn measure(state: &RunState, clock: RunClock) -> Stop {
     tokio::time::sleep_until((clock.epoch + clock.warmup).into()).await;
@@ -120,7 +159,8 @@ async fn measure(state: &RunState, clock: RunClock) -> Stop {
     }
 }
 
-/// The report's common fields from the finished books.
+/// The report's common fields from the finished books (or the books so far, for `/report`),
+/// with the lossless histograms.
 fn report(cfg: &Config, state: &RunState, fin: &Finished) -> Report {
     let per_s = |n: u64| {
         if fin.duration_s > 0.0 {
@@ -152,6 +192,7 @@ fn report(cfg: &Config, state: &RunState, fin: &Finished) -> Report {
                     + std::time::Duration::from_millis(state.epoch_unix_ms().unwrap_or(0)),
                 cfg.connect.broker.to_string(),
             )),
+            histograms: Some(Histograms::of(&fin.latency, &fin.schedule_lag)),
         },
     }
 }

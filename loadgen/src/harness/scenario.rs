@@ -53,6 +53,9 @@ pub trait Live: Endpoints {
     }
     /// What the drain waits for.
     fn outstanding(&self) -> Outstanding;
+    /// The measured window's books so far (what `GET /report` serves while the run goes): the
+    /// same figures [`Scenario::finish`] closes, read without stopping anything.
+    fn so_far(&self) -> Finished;
 }
 
 /// When sending stops.

@@ -81,9 +81,11 @@ impl RunState {
         self.ready.store(true, Relaxed);
     }
 
-    /// Fixes t = 0 now; returns it.
-    pub(super) fn start_clock(&self) -> Instant {
-        let wall = SystemTime::now()
+    /// Fixes t = 0 now; returns it. `at` is the wall-clock time it stands for when the run
+    /// waited for one (`START_AT`), else now.
+    pub(super) fn start_clock(&self, at: Option<SystemTime>) -> Instant {
+        let wall = at
+            .unwrap_or_else(SystemTime::now)
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         self.epoch.get_or_init(|| (Instant::now(), wall)).0

@@ -8,6 +8,7 @@ pub mod compare;
 pub mod figures;
 pub mod hist;
 pub mod html;
+pub mod live;
 pub mod load;
 pub mod merge;
 pub mod run;

@@ -37,6 +37,15 @@ impl std::str::FromStr for StartAt {
     }
 }
 
+impl std::fmt::Display for StartAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartAt::NextMinute => f.write_str("next-minute"),
+            StartAt::At(t) => write!(f, "{}", humantime::format_rfc3339_seconds(*t)),
+        }
+    }
+}
+
 impl StartAt {
     /// The wall-clock instant meant, seen from `now`.
     pub fn resolve(self, now: SystemTime) -> SystemTime {

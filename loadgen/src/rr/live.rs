@@ -10,8 +10,8 @@
 use super::books::Books;
 use super::export::RrMetrics;
 use crate::config::Config;
-use crate::harness::{Live, Outstanding, RunState, Sample, Words};
-use crate::report::match_rate;
+use crate::harness::{Finished, Live, Outstanding, RunState, Sample, Words};
+use crate::report::{self, match_rate, RequestBooks};
 use crate::web::DASHBOARD_HTML;
 use rr_common::http::{self, Endpoints};
 use rr_common::link::Link;
@@ -27,6 +27,8 @@ pub struct RrState {
     pub run: Arc<RunState>,
     virtual_clients: u32,
     offered_rate: f64,
+    /// The planned measured window (`None`: until stopped).
+    window: Option<Duration>,
     worker: Mutex<Option<serde_json::Value>>,
     worker_urls: Vec<String>,
     /// `/metrics`: this run's own exporter.
@@ -41,6 +43,7 @@ impl RrState {
             run,
             virtual_clients: cfg.rr.virtual_clients,
             offered_rate: cfg.offered_rate(),
+            window: cfg.duration(),
             worker: Mutex::new(None),
             worker_urls: cfg.worker_stats_urls.clone(),
             metrics: RrMetrics::new(cfg.rr.virtual_clients, cfg.offered_rate()),
@@ -135,6 +138,34 @@ impl Live for RrState {
     fn progress_extra(&self) -> String {
         let w = self.books.window.snapshot();
         format!("match {:.5}", match_rate(w.matched, w.sent))
+    }
+
+    fn so_far(&self) -> Finished {
+        let w = self.books.window.snapshot();
+        let measured = self.run.measured_s();
+        let duration_s = self
+            .window
+            .map_or(measured, |d| measured.min(d.as_secs_f64()));
+        Finished {
+            duration_s,
+            offered_rate: self.offered_rate,
+            sent: w.sent,
+            duplicates: w.duplicates,
+            invalid: w.invalid,
+            skipped: w.skipped,
+            publish_errors: w.publish_errors,
+            reconnects: self.reconnects(),
+            latency: self.books.latency_window.snapshot(),
+            schedule_lag: self.books.lag_window.snapshot(),
+            // requests of the window not yet answered or timed out are the unresolved ones
+            books: report::Books::Requests(RequestBooks::new(
+                w.sent,
+                w.matched,
+                w.timeouts,
+                w.late,
+                w.sent.saturating_sub(w.matched + w.timeouts),
+            )),
+        }
     }
 
     fn outstanding(&self) -> Outstanding {
