@@ -46,7 +46,7 @@ define k8s_apply
 endef
 
 .PHONY: compose-up compose-down compose-logs compose-ps docker-build k8s-build k8s-render \
-        k8s-deploy-kind k8s-deploy-1m k8s-monitoring k8s-status k8s-logs k8s-port-forward \
+        k8s-deploy-kind k8s-deploy-1m k8s-monitoring k8s-status k8s-logs k8s-port-forward k8s-report \
         k8s-cleanup k8s-preflight dashboard validate-deploy install-validators test-observe
 
 ##@ deploy
@@ -123,6 +123,10 @@ k8s-logs: k8s-preflight ## Recent logs of every loadgen and worker pod (LOG_TAIL
 
 k8s-port-forward: k8s-preflight ## Forward loadgen-0:8090 to localhost (web dashboard, make dashboard)
 	$(KUBECTL) -n $(K8S_NAMESPACE) port-forward pod/loadgen-0 8090:8090
+
+k8s-report: release k8s-preflight ## Merge every loadgen pod's /report (via the API server) into .run/k8s-report/report.html
+	KUBECTL='$(KUBECTL)' K8S_NAMESPACE='$(K8S_NAMESPACE)' LOADGEN_BIN='$(DEPLOY_ROOT)/target/release/loadgen' \
+	  bash $(DEPLOY_ROOT)/scripts/k8s-report.sh
 
 k8s-cleanup: k8s-preflight ## Delete everything (the mqtt-rr-bench namespace)
 	$(KUBECTL) delete namespace $(K8S_NAMESPACE) --ignore-not-found --wait=true

@@ -115,7 +115,7 @@ async fn b_two_instances_merge_exactly_from_live_urls_and_from_files() {
     // live: wait until both have answers in their window, then merge the URLs
     for r in &running {
         let addr = r.http_addr.to_string();
-        rr_testkit::wait_until_async(Duration::from_secs(30), "matched > 0 in /report", || {
+        rr_testkit::wait_until_async(Duration::from_secs(30), "matched > 1000 in /report", || {
             let addr = addr.clone();
             async move {
                 let Ok((200, body)) =
@@ -124,7 +124,7 @@ async fn b_two_instances_merge_exactly_from_live_urls_and_from_files() {
                     return false;
                 };
                 let v: Value = serde_json::from_str(&body).unwrap();
-                v["matched"].as_u64().unwrap_or(0) > 100
+                v["matched"].as_u64().unwrap_or(0) > 1000
             }
         })
         .await
@@ -140,7 +140,8 @@ async fn b_two_instances_merge_exactly_from_live_urls_and_from_files() {
         .map(|row| LoadedReport::from_value("row", row.clone()).expect("a row reads as a report"))
         .collect();
     assert_exact_merge(&live, &served);
-    assert!(live.latency.len() > 200, "{}", live.latency.len());
+    // lanes hand their histograms over every 0.1 s: most of the answers so far are in them
+    assert!(live.latency.len() > 1500, "{}", live.latency.len());
     for row in &rows {
         assert_eq!(
             row["start_unix_ms"].as_u64(),
