@@ -94,6 +94,15 @@ pub fn match_rate(matched: u64, sent: u64) -> f64 {
     }
 }
 
+/// `received / expected` (at most 1), 0 when nothing was expected: the fan-out ratio.
+pub fn delivery_ratio(received: u64, expected: u64) -> f64 {
+    if expected == 0 {
+        0.0
+    } else {
+        (received as f64 / expected as f64).min(1.0)
+    }
+}
+
 /// Fan-out books: `received + lost = expected` (exact with `FANOUT_ROLE=both`; with split roles
 /// `expected` is what the subscribers could tell: received + gaps).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -5,7 +5,7 @@
 use super::export::FanoutMetrics;
 use super::stats::{get, Live};
 use crate::harness::{self, Finished, Outstanding, RunState, Sample, Words};
-use crate::report::{Books, DeliveryBooks};
+use crate::report::{delivery_ratio, Books, DeliveryBooks};
 use rr_common::http::Endpoints;
 use rr_common::stats::Summary;
 use std::sync::Arc;
@@ -100,11 +100,7 @@ impl harness::Live for FanoutEndpoints {
             received,
             bytes_received: get(&c.bytes_window),
             lost,
-            delivery_ratio: if expected > 0 {
-                (received as f64 / expected as f64).min(1.0)
-            } else {
-                0.0
-            },
+            delivery_ratio: delivery_ratio(received, expected),
             unresolved: expected.saturating_sub(received + lost),
             connections: self.live.connections(),
             disconnects: get(&c.disconnects),

@@ -25,7 +25,7 @@ pub use limits::OsLimits;
 use crate::config::Config;
 use crate::error::LoadgenError;
 use crate::harness::{DrainRule, Finished, RunClock, RunState, Scenario, Stop};
-use crate::report::{Books, DeliveryBooks};
+use crate::report::{delivery_ratio, Books, DeliveryBooks};
 use books::{Rules, Subjects, UNSET};
 use config::Plan;
 use endpoints::FanoutEndpoints;
@@ -373,11 +373,7 @@ impl Scenario for Fanout {
             bytes_received: get(&c.bytes_window),
             lost,
             clients_with_loss,
-            delivery_ratio: if expected > 0 {
-                (received as f64 / expected as f64).min(1.0)
-            } else {
-                0.0
-            },
+            delivery_ratio: delivery_ratio(received, expected),
             unresolved: expected.saturating_sub(received + lost),
             connections: connected_at_end,
             connections_after_ramp: self.connected_after_ramp,
