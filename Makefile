@@ -86,3 +86,4 @@ clean: down ## Remove build output and run state
 	rm -rf .run
 
 include mk/deploy.mk
+include mk/capacity.mk

@@ -9,6 +9,8 @@
 # of the running processes are in .run/*.pid for `make down` (RUN_STATE moves .run elsewhere).
 # TRANSPORT=nats starts nats-server (NATS_PORT, 4222) instead, and the worker and loadgen talk NATS
 # (docs/nats.md); BROKER=nats://host:port uses a server of yours.
+# SCENARIO=capacity (make capacity) runs the capacity search against the same stack and also
+# writes capacity.svg (offered rate against p50/p99/match per step) next to the report.
 # Variables: SCENARIO (rr), TRANSPORT (mqtt), BIN (target/release), METRICS_PORT (8090),
 # WORKER_METRICS_PORT (8080), BROKER_PORT (1883), BROKER_WS_PORT (8083), NATS_PORT (4222),
 # REPORT_JSON / REPORT_HTML (in the run directory), UP_DEFAULTED (set by the Makefile: the load
@@ -86,7 +88,7 @@ CONF
   export PUBLISH_BROKER=${PUBLISH_BROKER:-$BROKER}
 fi
 
-if [ "$SCENARIO" = "rr" ]; then
+if [ "$SCENARIO" = "rr" ] || [ "$SCENARIO" = "capacity" ]; then
   METRICS_PORT=$WORKER_PORT setsid "$BIN/worker" >"$RUN/worker.log" 2>&1 &
   pids+=($!); echo $! > "$RUN_STATE/worker.pid"
   wait_port "$WORKER_PORT"
@@ -96,7 +98,7 @@ if [ "$SCENARIO" = "rr" ]; then
 fi
 
 # The load, and why make up's default differs from the binary's (INTERVAL_MS=2000, 50,000 req/s).
-if [ "$SCENARIO" != fanout ] && [ -n "${VIRTUAL_CLIENTS:-}" ] && [ -n "${INTERVAL_MS:-}" ] &&
+if [ "$SCENARIO" != fanout ] && [ "$SCENARIO" != capacity ] && [ -n "${VIRTUAL_CLIENTS:-}" ] && [ -n "${INTERVAL_MS:-}" ] &&
    [ "${INTERVAL_MS:-0}" -gt 0 ] 2>/dev/null; then
   rate=$(( VIRTUAL_CLIENTS * 1000 / INTERVAL_MS ))
   load="load: VIRTUAL_CLIENTS=$VIRTUAL_CLIENTS x one request per INTERVAL_MS=$INTERVAL_MS = $rate req/s"
@@ -106,7 +108,11 @@ if [ "$SCENARIO" != fanout ] && [ -n "${VIRTUAL_CLIENTS:-}" ] && [ -n "${INTERVA
   esac
 fi
 echo "loadgen: http://127.0.0.1:$LOADGEN_PORT/metrics  http://127.0.0.1:$LOADGEN_PORT/stats  dashboard http://127.0.0.1:$LOADGEN_PORT/  (log $RUN/loadgen.log)"
-echo "Ctrl-C stops the run, drains in-flight requests and prints the summary."
+if [ "$SCENARIO" = capacity ]; then
+  echo "capacity search: up to VIRTUAL_CLIENTS=${VIRTUAL_CLIENTS:-?} x one request per INTERVAL_MS=${INTERVAL_MS:-?} (MAX_RATE), SLO p99 < ${SLO_P99_MS:-50} ms, match >= ${SLO_MATCH:-0.999}; Ctrl-C stops it"
+else
+  echo "Ctrl-C stops the run, drains in-flight requests and prints the summary."
+fi
 export METRICS_PORT=$LOADGEN_PORT SCENARIO
 export REPORT_JSON=${REPORT_JSON:-$RUN/report.json}
 export REPORT_HTML=${REPORT_HTML:-$RUN/report.html}
@@ -129,6 +135,17 @@ trap cleanup EXIT
 if [ -s "$REPORT_JSON" ] && [ ! -e "$REPORT_HTML" ]; then
   "$BIN/loadgen" report "$REPORT_JSON" -o "$REPORT_HTML" >>"$RUN/loadgen.log" 2>&1 ||
     echo "no HTML report: 'loadgen report' failed, see $RUN/loadgen.log"
+fi
+# The capacity plot: every chart of the report as SVG, the capacity one copied to capacity.svg.
+if [ "$SCENARIO" = capacity ] && [ -s "$REPORT_JSON" ]; then
+  if "$BIN/loadgen" report "$REPORT_JSON" -o "$REPORT_HTML" --charts "$RUN/charts" >>"$RUN/loadgen.log" 2>&1 &&
+     [ -f "$RUN/charts/chart-capacity.svg" ]; then
+    cp "$RUN/charts/chart-capacity.svg" "$RUN/capacity.svg"
+    echo "plot: $RUN/capacity.svg"
+  else
+    echo "no capacity plot: 'loadgen report --charts' failed, see $RUN/loadgen.log"
+  fi
+  grep -m1 '^capacity: ' "$RUN/loadgen.log" || true
 fi
 [ -f "$REPORT_JSON" ] && echo "report: $REPORT_JSON"
 [ -f "$REPORT_HTML" ] && echo "report: $REPORT_HTML"

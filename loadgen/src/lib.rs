@@ -12,12 +12,14 @@ pub mod reporting;
 pub mod rr;
 mod web;
 
+use capacity::hook::{CapacityHook, SearchPlan};
 use config::{Config, Scenario, Valid};
 pub use error::LoadgenError;
-use harness::RunState;
+use harness::{RunState, Scenario as _};
 use report::Report;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -64,14 +66,23 @@ pub async fn start(
             cfg.instance_id(),
             cfg.warmup(),
         ));
-        let hooks = Vec::new();
+        let mut hooks: Vec<Box<dyn harness::RunHook>> = Vec::new();
         match cfg.scenario {
-            Scenario::Rr | Scenario::Pub => {
+            Scenario::Rr | Scenario::Pub | Scenario::Capacity => {
                 let rr = rr::scenario::Rr::new(&cfg, state.clone());
+                hooks.push(Box::new(capacity_hook(&cfg, &state, &rr)));
                 harness::run(&cfg, state, rr, hooks, shutdown, bound_tx).await
             }
             Scenario::Fanout => {
                 let fanout = fanout::Fanout::new(&cfg, state.clone())?;
+                let c = &cfg.capacity;
+                hooks.push(Box::new(CapacityHook::new(
+                    None,
+                    state.clone(),
+                    c,
+                    cfg.warmup_sec,
+                    None,
+                )));
                 harness::run(&cfg, state, fanout, hooks, shutdown, bound_tx).await
             }
         }
@@ -84,6 +95,26 @@ pub async fn start(
             .err()
             .unwrap_or_else(|| LoadgenError::Internal("the run ended before serving HTTP".into()))),
     }
+}
+
+/// The timeline, thresholds and (SCENARIO=capacity) the capacity search of an rr-type run.
+fn capacity_hook(cfg: &Config, state: &Arc<RunState>, rr: &rr::scenario::Rr) -> CapacityHook {
+    let search = (cfg.scenario == Scenario::Capacity).then(|| {
+        let live = rr.live();
+        SearchPlan::new(
+            &cfg.capacity,
+            cfg.capacity.search_params(&cfg.schedule()),
+            Duration::from_millis(cfg.rr.timeout_ms),
+            Arc::new(move || live.worker_pool()),
+        )
+    });
+    CapacityHook::new(
+        Some(rr.instrument()),
+        state.clone(),
+        &cfg.capacity,
+        cfg.warmup_sec,
+        search,
+    )
 }
 
 /// Runs the configured scenario until DURATION_SEC or `shutdown`, drains, and reports.

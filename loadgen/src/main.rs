@@ -1,6 +1,8 @@
 //! loadgen binary: parse and check the environment, run the scenario, print and write the
-//! report, and map errors to exit codes (2 configuration, 3 broker unreachable or refusing).
+//! report, and map errors to exit codes (2 configuration, 3 broker unreachable or refusing, 99
+//! a THRESHOLDS condition failed).
 
+use loadgen::capacity::thresholds::EXIT_THRESHOLDS;
 use loadgen::config::Config;
 use rr_common::cli::{self, Validate};
 
@@ -44,6 +46,10 @@ fn main() {
                         return 1;
                     }
                     eprintln!("HTML report written to {}", path.display());
+                }
+                if report.sections.thresholds_failed() {
+                    eprintln!("a threshold failed (THRESHOLDS): exit status {EXIT_THRESHOLDS}");
+                    return EXIT_THRESHOLDS;
                 }
                 0
             }

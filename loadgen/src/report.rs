@@ -162,6 +162,15 @@ pub struct Sections {
     /// merge and compare exactly (`loadgen merge`, `loadgen compare`, the HTML report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histograms: Option<crate::reporting::run::Histograms>,
+    /// One row per second of the run, warm-up included and marked (rr, pub, capacity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<crate::capacity::timeline::Row>>,
+    /// The answer of a capacity search (`SCENARIO=capacity`) and its steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<crate::capacity::search::Outcome>,
+    /// `THRESHOLDS`, each with its value and whether it held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Vec<crate::capacity::thresholds::Verdict>>,
 }
 
 /// When, where and with what a run happened, so a report file found later says what it is.
@@ -194,6 +203,15 @@ impl RunMeta {
             host: rr_common::cli::hostname(),
             broker,
         }
+    }
+}
+
+impl Sections {
+    /// Whether a threshold failed (the process then exits 99).
+    pub fn thresholds_failed(&self) -> bool {
+        self.thresholds
+            .as_deref()
+            .is_some_and(|v| !crate::capacity::thresholds::all_passed(v))
     }
 }
 
@@ -331,6 +349,15 @@ impl Report {
             "schedule lag(us): p50 {} p99 {} max {}\n",
             lag.p50, lag.p99, lag.max
         ));
+        if let Some(c) = &self.sections.capacity {
+            s.push_str(&format!("{}\n", c.verdict));
+        }
+        if let Some(t) = &self.sections.thresholds {
+            s.push_str("thresholds      :\n");
+            for v in t {
+                s.push_str(&format!("  {}\n", v.line));
+            }
+        }
         s
     }
 }

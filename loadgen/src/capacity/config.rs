@@ -308,7 +308,7 @@ impl CapacityConfig {
                 ("SLO_MATCH", Value::from(self.slo_match)),
                 (
                     "SLO_P999_MS",
-                    self.slo_p999_ms.map_or(Value::Null, Value::from),
+                    self.slo_p999_ms.map_or(Value::from(""), Value::from),
                 ),
                 ("START_RATE", Value::from(self.start_rate)),
                 ("STEP_FACTOR", Value::from(self.step_factor)),

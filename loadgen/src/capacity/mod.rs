@@ -5,9 +5,14 @@
 pub mod config;
 pub mod driver;
 pub mod gate;
+pub mod hook;
+pub mod probe;
 pub mod profile;
 pub mod search;
 pub mod stages;
 pub mod tally;
 pub mod thresholds;
 pub mod timeline;
+
+#[cfg(test)]
+mod lane_tests;

@@ -8,7 +8,7 @@
 //! recovered, so one step never contaminates the next. A step where the generator itself was the
 //! limit (schedule lag, publish errors, its own CPU) ends the search with a lower bound.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What the search must meet.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,7 +34,7 @@ pub struct SearchParams {
 }
 
 /// The figures of one step's measured window (requests scheduled in it, after they resolved).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepResult {
     pub offered_rate: f64,
     pub duration_s: f64,
@@ -79,7 +79,7 @@ impl StepResult {
 }
 
 /// Why the search stopped where it did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitedBy {
     P99,
@@ -90,14 +90,14 @@ pub enum LimitedBy {
 }
 
 /// One row of the report's `capacity.steps`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepRow {
     #[serde(flatten)]
     pub result: StepResult,
     pub achieved_rate: f64,
     pub match_rate: f64,
     /// `up` while stepping up, `bisect` afterwards.
-    pub phase: &'static str,
+    pub phase: String,
     pub passed: bool,
     /// Which SLO the step missed, and how, e.g. `p99 212.0 ms > 50 ms`.
     pub failed_on: Option<LimitedBy>,
@@ -107,7 +107,7 @@ pub struct StepRow {
 }
 
 /// The answer: the report's `capacity` object.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub rate: f64,
     pub limited_by: LimitedBy,
@@ -258,7 +258,7 @@ impl Search {
         let row = StepRow {
             achieved_rate: result.achieved_rate(),
             match_rate: result.match_rate(),
-            phase: if self.bisecting { "bisect" } else { "up" },
+            phase: if self.bisecting { "bisect" } else { "up" }.to_string(),
             passed: failure.is_none() && generator.is_none(),
             failed_on: failure.as_ref().map(|f| f.0),
             failure: failure.as_ref().map(|f| f.1.clone()),

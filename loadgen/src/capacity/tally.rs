@@ -56,6 +56,11 @@ impl Instrument {
         self.profile.get().at(t) * self.per_client_rate
     }
 
+    /// The offered rate of `active` clients.
+    pub fn target_rate_of(&self, active: f64) -> f64 {
+        active * self.per_client_rate
+    }
+
     pub fn active_clients(&self, t: u64) -> f64 {
         self.profile.get().at(t)
     }

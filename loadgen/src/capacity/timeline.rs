@@ -20,7 +20,7 @@
 
 use hdrhistogram::Histogram;
 use rr_common::stats::new_histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
 pub const NS_PER_S: u64 = 1_000_000_000;
@@ -161,7 +161,7 @@ pub struct Sample {
 }
 
 /// One row of the report's `timeline` (and of `TIMELINE_CSV`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// Second of the run (0 = the first).
     pub t: u64,
@@ -239,6 +239,14 @@ impl Timeline {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Counts one event straight into second `sec` (for events outside the lanes, such as an
+    /// unreadable answer seen by a connection).
+    pub fn add_one(&self, sec: u64, f: Field) {
+        let mut c = Counts::default();
+        c.0[f as usize] = 1;
+        self.add_counts(&[(sec, c)]);
+    }
+
     /// Adds counts handed over by a lane.
     pub fn add_counts(&self, rows: &[(u64, Counts)]) {
         let mut g = self.lock();
@@ -300,6 +308,24 @@ impl Timeline {
         g.closed = until;
     }
 
+    /// Seconds closed so far (their latency and gauges are final).
+    pub fn closed(&self) -> u64 {
+        self.lock().closed
+    }
+
+    /// The row of the last closed second.
+    pub fn last_closed(&self) -> Option<Row> {
+        let closed = self.closed();
+        let t = closed.checked_sub(1)?;
+        self.row(t)
+    }
+
+    /// The row of second `t`, if recorded.
+    pub fn row(&self, t: u64) -> Option<Row> {
+        let g = self.lock();
+        g.secs.get(t as usize).map(|s| to_row(t, s, false))
+    }
+
     /// Seconds recorded so far.
     pub fn len(&self) -> usize {
         self.lock().secs.len()
@@ -315,31 +341,7 @@ impl Timeline {
         g.secs
             .iter()
             .enumerate()
-            .map(|(t, s)| {
-                let c = &s.counts;
-                Row {
-                    t: t as u64,
-                    warmup: (t as u64) < warmup_s,
-                    target_rate: s.sample.target_rate,
-                    active_clients: s.sample.active_clients,
-                    offered: c.get(Field::Offered),
-                    sent: c.get(Field::Sent),
-                    matched: c.get(Field::Matched),
-                    timeouts: c.get(Field::Timeout),
-                    late: c.get(Field::Late),
-                    duplicates: c.get(Field::Duplicate),
-                    invalid: c.get(Field::Invalid),
-                    skipped: c.get(Field::Skipped),
-                    publish_errors: c.get(Field::PublishError),
-                    reconnects: s.sample.reconnects,
-                    inflight: s.sample.inflight,
-                    p50_us: s.p50_us,
-                    p99_us: s.p99_us,
-                    max_us: s.max_us,
-                    lag_p99_us: s.lag_p99_us,
-                    worker_pool: s.sample.worker_pool,
-                }
-            })
+            .map(|(t, s)| to_row(t as u64, s, (t as u64) < warmup_s))
             .collect()
     }
 
@@ -356,6 +358,32 @@ impl Timeline {
             c.add(&s.counts);
         }
         c
+    }
+}
+
+fn to_row(t: u64, s: &Stored, warmup: bool) -> Row {
+    let c = &s.counts;
+    Row {
+        t,
+        warmup,
+        target_rate: s.sample.target_rate,
+        active_clients: s.sample.active_clients,
+        offered: c.get(Field::Offered),
+        sent: c.get(Field::Sent),
+        matched: c.get(Field::Matched),
+        timeouts: c.get(Field::Timeout),
+        late: c.get(Field::Late),
+        duplicates: c.get(Field::Duplicate),
+        invalid: c.get(Field::Invalid),
+        skipped: c.get(Field::Skipped),
+        publish_errors: c.get(Field::PublishError),
+        reconnects: s.sample.reconnects,
+        inflight: s.sample.inflight,
+        p50_us: s.p50_us,
+        p99_us: s.p99_us,
+        max_us: s.max_us,
+        lag_p99_us: s.lag_p99_us,
+        worker_pool: s.sample.worker_pool,
     }
 }
 

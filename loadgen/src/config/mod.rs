@@ -6,6 +6,7 @@
 pub mod fanout;
 pub mod rr;
 
+use crate::capacity::config::{CapacityConfig, Kind, Schedule};
 use clap::{Parser, ValueEnum};
 use fanout::FanoutConfig;
 use rr::RrConfig;
@@ -28,6 +29,8 @@ pub enum Scenario {
     Fanout,
     /// publish only, on the rr schedule, expecting no answers
     Pub,
+    /// request/response, searching the highest rate that meets the SLO (SLO_*, START_RATE, ...)
+    Capacity,
 }
 
 impl Scenario {
@@ -36,7 +39,18 @@ impl Scenario {
             Scenario::Rr => "rr",
             Scenario::Fanout => "fanout",
             Scenario::Pub => "pub",
+            Scenario::Capacity => "capacity",
         }
+    }
+
+    /// Whether the scenario runs on the rr schedule (rr, pub and the capacity search).
+    pub fn is_rr(self) -> bool {
+        self != Scenario::Fanout
+    }
+
+    /// Whether requests expect answers (rr and the capacity search).
+    pub fn expects_replies(self) -> bool {
+        matches!(self, Scenario::Rr | Scenario::Capacity)
     }
 }
 
@@ -60,6 +74,8 @@ pub struct Config {
     pub rr: RrConfig,
     #[command(flatten)]
     pub fanout: FanoutConfig,
+    #[command(flatten)]
+    pub capacity: CapacityConfig,
     /// Bytes of request body (rr/pub) or message size (fanout); default 64 for rr/pub, 512 for fanout
     #[arg(long, env = "PAYLOAD_BYTES", value_name = "PAYLOAD_BYTES")]
     pub payload_bytes: Option<u32>,
@@ -134,16 +150,44 @@ impl Config {
         Duration::from_secs(self.warmup_sec)
     }
 
-    /// The measured window's planned length; `None` runs until shutdown.
+    /// The measured window's planned length; `None` runs until shutdown. With `STAGES` the run
+    /// lasts their sum (warm-up included) and `DURATION_SEC` is ignored; a capacity search
+    /// ends when it has its answer.
     pub fn duration(&self) -> Option<Duration> {
+        if self.scenario == Scenario::Capacity {
+            return None;
+        }
+        if let Some(st) = self.capacity.parsed_stages(&self.schedule()) {
+            let total = Duration::from_nanos(st.total_ns());
+            return Some(total.saturating_sub(self.warmup()));
+        }
         (self.duration_sec > 0).then(|| Duration::from_secs(self.duration_sec))
+    }
+
+    /// The rr/pub schedule's size, for the capacity settings' checks.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            virtual_clients: self.rr.virtual_clients,
+            interval_ms: self.rr.interval_ms,
+            warmup_sec: self.warmup_sec,
+        }
+    }
+
+    /// Which scenario the capacity settings apply to.
+    pub fn capacity_kind(&self) -> Kind {
+        match self.scenario {
+            Scenario::Rr => Kind::Rr,
+            Scenario::Pub => Kind::Pub,
+            Scenario::Fanout => Kind::Fanout,
+            Scenario::Capacity => Kind::Capacity,
+        }
     }
 
     /// Offered rate: requests per second of the rr/pub schedule, messages per second of the
     /// fan-out publisher (0 when this process does not publish).
     pub fn offered_rate(&self) -> f64 {
         match self.scenario {
-            Scenario::Rr | Scenario::Pub => self.rr.offered_rate(),
+            Scenario::Rr | Scenario::Pub | Scenario::Capacity => self.rr.offered_rate(),
             Scenario::Fanout if self.fanout.fanout_role.publishes() => self.fanout.publish_rate,
             Scenario::Fanout => 0.0,
         }
@@ -181,7 +225,7 @@ impl Config {
         ];
         let scenario = match self.scenario {
             Scenario::Fanout => self.fanout.describe(&self.connect.broker),
-            Scenario::Rr | Scenario::Pub => self.rr.describe(),
+            Scenario::Rr | Scenario::Pub | Scenario::Capacity => self.rr.describe(),
         };
         for (k, v) in self
             .connect
@@ -190,6 +234,10 @@ impl Config {
             .chain(common)
             .chain(self.http.describe())
             .chain(scenario)
+            .chain(
+                self.capacity
+                    .describe(self.capacity_kind(), Some(&self.schedule())),
+            )
         {
             m.insert(k.to_string(), v);
         }
@@ -244,11 +292,13 @@ impl Validate for Config {
             ));
         }
         match self.scenario {
-            Scenario::Rr | Scenario::Pub => self.rr.check(),
+            Scenario::Rr | Scenario::Pub | Scenario::Capacity => self.rr.check()?,
             Scenario::Fanout => self
                 .fanout
-                .check(&self.connect.broker, self.payload_bytes()),
+                .check(&self.connect.broker, self.payload_bytes())?,
         }
+        self.capacity
+            .check(self.capacity_kind(), Some(&self.schedule()))
     }
 }
 
@@ -373,7 +423,7 @@ mod tests {
         let line = rr_common::cli::parse_error_line::<Config>(&e);
         assert_eq!(
             line,
-            "invalid SCENARIO: 'bogus' is not accepted (accepted: rr, fanout, pub)"
+            "invalid SCENARIO: 'bogus' is not accepted (accepted: rr, fanout, pub, capacity)"
         );
     }
 }

@@ -193,6 +193,7 @@ fn report(cfg: &Config, state: &RunState, fin: &Finished) -> Report {
                 cfg.connect.broker.to_string(),
             )),
             histograms: Some(Histograms::of(&fin.latency, &fin.schedule_lag)),
+            ..Sections::default()
         },
     }
 }

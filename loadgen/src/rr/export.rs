@@ -18,22 +18,33 @@ pub struct RrMetrics {
     inflight: Gauge,
     connections: Gauge,
     reconnects: Counter,
+    /// The current target (STAGES, the capacity search; the schedule's rate otherwise).
+    offered: Gauge,
+    active: Gauge,
     latency: LatencyHistogram,
     lag: LatencyHistogram,
 }
 
 impl RrMetrics {
-    /// Registers every family; the two that never change are set here once.
+    /// Registers every family; the one that never changes is set here once, the target to
+    /// every client active at `offered_rate` until [`RrMetrics::set_target`] says otherwise.
     pub fn new(virtual_clients: u32, offered_rate: f64) -> RrMetrics {
         let e = Exporter::new();
         e.gauge("loadgen_virtual_clients", "Virtual clients simulated")
             .set(f64::from(virtual_clients));
-        e.gauge(
+        let offered = e.gauge(
             "loadgen_offered_rate",
-            "Offered request rate (requests per second)",
-        )
-        .set(offered_rate);
+            "Offered request rate now (requests per second; follows STAGES and the capacity search)",
+        );
+        offered.set(offered_rate);
+        let active = e.gauge(
+            "loadgen_active_clients",
+            "Virtual clients sending now (all unless STAGES or the capacity search say fewer)",
+        );
+        active.set(f64::from(virtual_clients));
         RrMetrics {
+            offered,
+            active,
             sent: e.counter("loadgen_requests_sent_total", "Requests published"),
             matched: e.counter(
                 "loadgen_responses_matched_total",
@@ -82,6 +93,12 @@ impl RrMetrics {
             ),
             exporter: e,
         }
+    }
+
+    /// The load profile's target now: offered requests per second and active clients.
+    pub fn set_target(&self, rate: f64, active: f64) {
+        self.offered.set(rate);
+        self.active.set(active);
     }
 
     /// The exposition of `books` (counts since start) and the connection figures.

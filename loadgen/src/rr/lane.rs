@@ -7,12 +7,16 @@
 //! windows (sent, answered) that tell a late answer from a duplicate or a forged one.
 
 use super::books::{Books, Outcome};
+use crate::capacity::profile::Profile;
+use crate::capacity::tally::{Instrument, Tally};
+use crate::capacity::timeline::Field;
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use rr_common::codec::Correlation;
 use rr_common::stats::{new_histogram, record_us};
 use rr_common::transport::Encoder;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 const EMPTY: u32 = u32::MAX;
 /// Cycles remembered per client to classify late and duplicate answers.
@@ -112,10 +116,51 @@ pub struct Lane {
     pub lat_recent: Histogram<u64>,
     pub lag_window: Histogram<u64>,
     pub lag_recent: Histogram<u64>,
+    /// Load profile gate, per-second timeline, capacity step (see `capacity::tally`).
+    pub tally: Tally,
+    run: Arc<Instrument>,
+}
+
+/// The timeline column of a books outcome.
+#[inline]
+fn field(o: Outcome) -> Field {
+    match o {
+        Outcome::Sent => Field::Sent,
+        Outcome::Matched => Field::Matched,
+        Outcome::Timeout => Field::Timeout,
+        Outcome::Late => Field::Late,
+        Outcome::Duplicate => Field::Duplicate,
+        Outcome::Invalid => Field::Invalid,
+        Outcome::Skipped => Field::Skipped,
+        Outcome::PublishError => Field::PublishError,
+    }
 }
 
 impl Lane {
+    /// A lane with every virtual client active and a timeline of its own (tests, benchmarks).
     pub fn new(spec: LaneSpec, topics: Topics, payload_bytes: usize) -> Lane {
+        let run = Arc::new(Instrument::new(
+            Profile::constant(f64::from(spec.total_clients)),
+            spec.lanes as usize,
+            1e9 / spec.interval_ns as f64,
+        ));
+        Lane::with_instrument(spec, topics, payload_bytes, run)
+    }
+
+    /// A lane of a run: its load profile, timeline and capacity step are `run`'s.
+    pub fn with_instrument(
+        spec: LaneSpec,
+        topics: Topics,
+        payload_bytes: usize,
+        run: Arc<Instrument>,
+    ) -> Lane {
+        let tally = Tally::new(
+            spec.lane,
+            spec.lanes,
+            spec.total_clients,
+            spec.timeout_ns,
+            &run,
+        );
         let local = (spec.total_clients - spec.lane).div_ceil(spec.lanes);
         let m = spec.max_inflight as usize;
         let body = (0..payload_bytes).map(|i| b'a' + (i % 26) as u8).collect();
@@ -155,6 +200,8 @@ impl Lane {
             lat_recent: new_histogram(),
             lag_window: new_histogram(),
             lag_recent: new_histogram(),
+            tally,
+            run,
             spec,
             topics,
             body,
@@ -164,6 +211,30 @@ impl Lane {
     /// Whether the lane's requests count against their connection's room.
     pub fn flow_controlled(&self) -> bool {
         self.spec.encoder.flow_controlled(self.spec.qos)
+    }
+
+    /// The run's instrument (profile, timeline, capacity step).
+    pub fn instrument(&self) -> &Arc<Instrument> {
+        &self.run
+    }
+
+    /// Counts an outcome in the books and in the timeline row of `at` (the request's scheduled
+    /// time; the arrival for an invalid answer).
+    #[inline]
+    fn count(&mut self, books: &Books, o: Outcome, at: u64, measured: bool) {
+        books.count(o, measured);
+        self.tally.count(at, field(o));
+    }
+
+    /// Start of a tick at `now`: hands finished seconds to the timeline, picks up a changed
+    /// load profile or capacity step.
+    pub fn tick(&mut self, now: u64) {
+        self.tally.tick(now, &self.run);
+    }
+
+    /// The lane is done: its timeline seconds and step figures go to the run.
+    pub fn finish(&mut self) {
+        self.tally.finish(&self.run);
     }
 
     #[inline]
@@ -197,15 +268,22 @@ impl Lane {
                 break;
             }
             let (k, r) = (self.cursor_k, self.cursor_r);
-            let measured = win.measured(due);
-            if !self.send_one(k, r, due, now, measured, books, out) {
-                break;
+            // a slot the load profile does not offer is passed over: no send, no books
+            if self.tally.gate.offered(r, due) {
+                let measured = win.measured(due);
+                if !self.send_one(k, r, due, now, measured, books, out) {
+                    break;
+                }
+                self.tally.count(due, Field::Offered);
+                handled += 1;
             }
-            handled += 1;
             self.cursor_k += 1;
             if self.cursor_k == self.local_clients {
                 self.cursor_k = 0;
                 self.cursor_r = self.cursor_r.wrapping_add(1);
+                self.tally.gate.next_cycle();
+            } else {
+                self.tally.gate.next_client();
             }
         }
         // next tick starts on the next connection
@@ -234,7 +312,7 @@ impl Lane {
             match slots.iter().position(|&s| s == EMPTY) {
                 Some(i) => Some(i),
                 None => {
-                    books.count(Outcome::Skipped, measured);
+                    self.count(books, Outcome::Skipped, due, measured);
                     return true;
                 }
             }
@@ -261,7 +339,7 @@ impl Lane {
         let Some(c) = chosen else {
             if !out.usable.iter().any(|u| *u) {
                 // no live connection: the request cannot be sent at all
-                books.count(Outcome::PublishError, measured);
+                self.count(books, Outcome::PublishError, due, measured);
                 return true;
             }
             return false; // every live connection has a full batch: continue next tick
@@ -286,8 +364,9 @@ impl Lane {
             enc.publish(buf, topic, &[&self.body], self.spec.qos);
         }
         out.counts[c] += 1;
-        books.count(Outcome::Sent, measured);
+        self.count(books, Outcome::Sent, due, measured);
         let lag_us = now.saturating_sub(due) / 1000;
+        self.tally.sent(due, lag_us);
         if measured {
             record_us(&mut self.lag_window, lag_us);
         }
@@ -309,7 +388,7 @@ impl Lane {
         let g = corr.client;
         let valid_client = g < self.spec.total_clients && g % self.spec.lanes == self.spec.lane;
         if corr.run != self.spec.run_id || !valid_client || !self.spec.expect_replies {
-            books.count(Outcome::Invalid, win.measured(arrival));
+            self.count(books, Outcome::Invalid, arrival, win.measured(arrival));
             return;
         }
         let k = g / self.spec.lanes;
@@ -317,7 +396,7 @@ impl Lane {
         let current = self.cursor_r_of(k);
         if r >= current {
             // a cycle not yet due: forged or from another run
-            books.count(Outcome::Invalid, win.measured(arrival));
+            self.count(books, Outcome::Invalid, arrival, win.measured(arrival));
             return;
         }
         let sched = self.sched(k, r);
@@ -338,8 +417,9 @@ impl Lane {
             books
                 .inflight
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            books.count(Outcome::Matched, measured);
+            self.count(books, Outcome::Matched, sched, measured);
             let us = arrival.saturating_sub(sched) / 1000;
+            self.tally.answered(sched, us);
             record_us(&mut self.lat_all, us);
             record_us(&mut self.lat_recent, us);
             if measured {
@@ -347,20 +427,26 @@ impl Lane {
             }
             return;
         }
+        if !self.tally.gate.was_offered(k, r, sched) {
+            // the load profile never offered this slot: nothing was sent for it
+            self.count(books, Outcome::Invalid, arrival, win.measured(arrival));
+            return;
+        }
         if !in_window {
-            books.count(Outcome::Late, measured); // too old to tell apart: it was answered late
+            // too old to tell apart: it was answered late
+            self.count(books, Outcome::Late, sched, measured);
             return;
         }
         if self.sent_bits[ki] & bit == 0 {
-            books.count(Outcome::Invalid, win.measured(arrival));
+            self.count(books, Outcome::Invalid, arrival, win.measured(arrival));
             return;
         }
         if self.answered_bits[ki] & bit != 0 {
-            books.count(Outcome::Duplicate, measured);
+            self.count(books, Outcome::Duplicate, sched, measured);
             return;
         }
         self.answered_bits[ki] |= bit;
-        books.count(Outcome::Late, measured);
+        self.count(books, Outcome::Late, sched, measured);
     }
 
     /// The first cycle of client `k` that has not been handled yet.
@@ -389,13 +475,14 @@ impl Lane {
                 books
                     .inflight
                     .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                books.count(Outcome::Timeout, win.measured(sched));
+                self.count(books, Outcome::Timeout, sched, win.measured(sched));
             }
         }
     }
 
     /// Merges the lane's histograms into the shared ones and resets them.
     pub fn merge_into(&mut self, books: &Books) {
+        self.tally.merge(&self.run);
         books.latency_all.merge(&self.lat_all);
         books.latency_window.merge(&self.lat_window);
         books.latency_recent.merge(&self.lat_recent);

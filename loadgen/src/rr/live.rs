@@ -9,6 +9,7 @@
 
 use super::books::Books;
 use super::export::RrMetrics;
+use crate::capacity::tally::Instrument;
 use crate::config::Config;
 use crate::harness::{Finished, Live, Outstanding, RunState, Sample, Words};
 use crate::report::{self, match_rate, RequestBooks};
@@ -29,6 +30,8 @@ pub struct RrState {
     offered_rate: f64,
     /// The planned measured window (`None`: until stopped).
     window: Option<Duration>,
+    /// The load profile (STAGES, the capacity search): the current target.
+    instrument: Arc<Instrument>,
     worker: Mutex<Option<serde_json::Value>>,
     worker_urls: Vec<String>,
     /// `/metrics`: this run's own exporter.
@@ -36,7 +39,13 @@ pub struct RrState {
 }
 
 impl RrState {
-    pub fn new(cfg: &Config, books: Arc<Books>, links: Vec<Arc<Link>>, run: Arc<RunState>) -> Self {
+    pub fn new(
+        cfg: &Config,
+        books: Arc<Books>,
+        links: Vec<Arc<Link>>,
+        run: Arc<RunState>,
+        instrument: Arc<Instrument>,
+    ) -> Self {
         RrState {
             books,
             links,
@@ -44,6 +53,7 @@ impl RrState {
             virtual_clients: cfg.rr.virtual_clients,
             offered_rate: cfg.offered_rate(),
             window: cfg.duration(),
+            instrument,
             worker: Mutex::new(None),
             worker_urls: cfg.worker_stats_urls.clone(),
             metrics: RrMetrics::new(cfg.rr.virtual_clients, cfg.offered_rate()),
@@ -58,7 +68,18 @@ impl RrState {
         self.links.iter().map(|l| l.reconnects()).sum()
     }
 
-    fn worker_pool(&self) -> Option<u64> {
+    /// The current target: offered requests per second and active virtual clients (the
+    /// profile's value now; before t = 0, its value at t = 0).
+    pub fn target(&self) -> (f64, f64) {
+        let t = self.run.elapsed().as_nanos() as u64;
+        (
+            self.instrument.target_rate(t),
+            self.instrument.active_clients(t),
+        )
+    }
+
+    /// Sum of the polled workers' pool sizes (WORKER_STATS_URLS), when known.
+    pub fn worker_pool(&self) -> Option<u64> {
         self.worker
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -137,7 +158,11 @@ impl Live for RrState {
 
     fn progress_extra(&self) -> String {
         let w = self.books.window.snapshot();
-        format!("match {:.5}", match_rate(w.matched, w.sent))
+        let (rate, active) = self.target();
+        format!(
+            "match {:.5}  target {rate:.0}/s ({active:.0} clients)",
+            match_rate(w.matched, w.sent)
+        )
     }
 
     fn so_far(&self) -> Finished {
@@ -179,6 +204,8 @@ impl Live for RrState {
 
 impl Endpoints for RrState {
     fn metrics(&self) -> String {
+        let (rate, active) = self.target();
+        self.metrics.set_target(rate, active);
         self.metrics
             .render(&self.books, self.connections_up(), self.reconnects())
     }
@@ -188,7 +215,8 @@ impl Endpoints for RrState {
         let measured_s = self.run.measured_s();
         let mut v = self.run.stats_head();
         let rest = serde_json::json!({
-            "offered_rate": self.offered_rate,
+            "offered_rate": self.target().0,
+            "active_clients": self.target().1,
             "achieved_rate": if measured_s > 0.0 { w.sent as f64 / measured_s } else { 0.0 },
             "virtual_clients": self.virtual_clients,
             "connections": self.connections_up(),

@@ -8,6 +8,8 @@ mod live;
 pub(crate) mod scenario;
 pub mod ticker;
 
+use crate::capacity::tally::Instrument;
+use crate::capacity::timeline::{Field, NS_PER_S};
 use books::Books;
 use bytes::BytesMut;
 use lane::{Batches, Lane, Window, BATCH_INITIAL, BATCH_KEEP};
@@ -37,12 +39,17 @@ struct Replies {
     epoch: Instant,
     measure_from: u64,
     stop_at: Arc<AtomicU64>,
+    /// The run's timeline, which counts an unreadable answer in the second it arrived.
+    run: Arc<Instrument>,
 }
 
 impl Replies {
-    fn measured_now(&self, now: Instant) -> bool {
+    /// Counts an unreadable message arriving at `now` (rare: a lock is fine).
+    fn invalid(&self, now: Instant) {
         let t = now.duration_since(self.epoch).as_nanos() as u64;
-        t >= self.measure_from && t < self.stop_at.load(Relaxed)
+        let measured = t >= self.measure_from && t < self.stop_at.load(Relaxed);
+        self.books.count(books::Outcome::Invalid, measured);
+        self.run.timeline.add_one(t / NS_PER_S, Field::Invalid);
     }
 }
 
@@ -52,14 +59,11 @@ impl Handler for Replies {
             Some(Ok(c)) => self
                 .batch
                 .push((c, now.duration_since(self.epoch).as_nanos() as u64)),
-            _ => self
-                .books
-                .count(books::Outcome::Invalid, self.measured_now(now)),
+            _ => self.invalid(now),
         }
     }
     fn on_invalid(&mut self, _kind: Invalid) {
-        self.books
-            .count(books::Outcome::Invalid, self.measured_now(Instant::now()));
+        self.invalid(Instant::now());
     }
     async fn flush(&mut self) {
         if !self.batch.is_empty() {
@@ -98,7 +102,9 @@ async fn run_lane(mut lane: Lane, ctx: LaneCtx) {
         // `now` first, then the stop time: a stop set after this load lies in the future of
         // `now` (the controller adds a margin), so nothing due before it is missed and nothing
         // at or after it is sent.
-        let now = ns(Instant::now());
+        let woke = Instant::now();
+        let now = ns(woke);
+        lane.tick(now);
         let stop_at = ctx.stop_at.load(Relaxed);
         let win = Window {
             measure_from: ctx.measure_from,
@@ -141,6 +147,7 @@ async fn run_lane(mut lane: Lane, ctx: LaneCtx) {
             lane.merge_into(&ctx.books);
             last_merge = Instant::now();
         }
+        lane.tally.busy(woke.elapsed().as_nanos() as u64);
         if stop_at != u64::MAX
             && now >= stop_at
             && (lane.inflight == 0 || now >= stop_at + lane.spec.timeout_ns)
@@ -150,4 +157,5 @@ async fn run_lane(mut lane: Lane, ctx: LaneCtx) {
         }
     }
     lane.merge_into(&ctx.books);
+    lane.finish();
 }

@@ -7,6 +7,8 @@ use super::books::Books;
 use super::lane::{Lane, LaneSpec, Topics};
 use super::live::RrState;
 use super::{run_lane, Inbox, LaneCtx, Replies};
+use crate::capacity::profile::Profile;
+use crate::capacity::tally::Instrument;
 use crate::config::{Config, Scenario as Kind};
 use crate::error::LoadgenError;
 use crate::harness::{DrainRule, Finished, RunClock, RunState, Scenario, Stop};
@@ -40,6 +42,20 @@ pub(crate) struct Rr {
     poll: JoinSet<()>,
     /// Stops the link tasks (after the lanes are done) and the worker poll.
     link_stop: CancellationToken,
+    /// The load profile the lanes offer, their per-second timeline and the capacity step.
+    instrument: Arc<Instrument>,
+}
+
+/// What the lanes offer over time: every client (rr, pub), the STAGES profile, or nothing
+/// until the capacity search sets its first step.
+fn profile(cfg: &Config) -> Profile {
+    if cfg.scenario == Kind::Capacity {
+        return Profile::constant(0.0);
+    }
+    cfg.capacity.parsed_stages(&cfg.schedule()).map_or_else(
+        || Profile::constant(f64::from(cfg.rr.virtual_clients)),
+        |s| s.profile(),
+    )
 }
 
 impl Rr {
@@ -48,8 +64,20 @@ impl Rr {
         let statuses: Vec<Arc<Link>> = (0..cfg.rr.connections)
             .map(|_| transport::new_link(&cfg.connect.broker))
             .collect();
-        let live = Arc::new(RrState::new(cfg, books.clone(), statuses.clone(), run));
+        let instrument = Arc::new(Instrument::new(
+            profile(cfg),
+            cfg.rr.publish_workers as usize,
+            1000.0 / cfg.rr.interval_ms as f64,
+        ));
+        let live = Arc::new(RrState::new(
+            cfg,
+            books.clone(),
+            statuses.clone(),
+            run,
+            instrument.clone(),
+        ));
         Rr {
+            instrument,
             cfg: cfg.clone(),
             live,
             books,
@@ -66,7 +94,12 @@ impl Rr {
     }
 
     fn expect_replies(&self) -> bool {
-        self.cfg.scenario == Kind::Rr
+        self.cfg.scenario.expects_replies()
+    }
+
+    /// The run's load profile, timeline and capacity step (for the capacity hook).
+    pub(crate) fn instrument(&self) -> Arc<Instrument> {
+        self.instrument.clone()
     }
 
     fn connect_error(&self, source: SessionError) -> LoadgenError {
@@ -109,6 +142,19 @@ impl Scenario for Rr {
             rr.interval_ms,
             cfg.offered_rate()
         );
+        if let Some(st) = cfg.capacity.parsed_stages(&cfg.schedule()) {
+            eprintln!(
+                "STAGES: {} stages, {} s in all (peak {:.1} req/s); the run lasts their sum{}",
+                st.stages.len(),
+                st.total_ns() / 1_000_000_000,
+                st.rate_of(st.profile().max()),
+                if cfg.duration_sec > 0 {
+                    format!(" (DURATION_SEC={} is ignored)", cfg.duration_sec)
+                } else {
+                    String::new()
+                }
+            );
+        }
         let budget = Duration::from_millis(cfg.connect.connect_retry_ms);
         let mut set = JoinSet::new();
         for i in 0..rr.connections as usize {
@@ -197,6 +243,7 @@ impl Scenario for Rr {
                     epoch: clock.epoch,
                     measure_from,
                     stop_at: self.stop_at.clone(),
+                    run: self.instrument.clone(),
                 };
                 self.links.spawn(transport::drive(
                     spec,
@@ -228,7 +275,8 @@ impl Scenario for Rr {
                     .map(|c| format!("resp/{instance}/{c}").into_bytes())
                     .collect(),
             };
-            let lane = Lane::new(spec, topics, cfg.payload_bytes());
+            let lane =
+                Lane::with_instrument(spec, topics, cfg.payload_bytes(), self.instrument.clone());
             let ctx = LaneCtx {
                 books: self.books.clone(),
                 epoch: clock.epoch,
@@ -301,9 +349,21 @@ impl Scenario for Rr {
         };
         let w = self.books.window.snapshot();
         let reconnects = self.statuses.iter().map(|s| s.reconnects()).sum();
+        // what the profile offered over the window, per second (the schedule's rate when every
+        // client is active)
+        let profile = self.instrument.profile.get();
+        let offered_rate = if duration_s > 0.0
+            && !profile.always_at_least(f64::from(self.cfg.rr.virtual_clients))
+        {
+            profile.integral(measure_from, stop)
+                / (self.cfg.rr.interval_ms * 1_000_000) as f64
+                / duration_s
+        } else {
+            self.cfg.offered_rate()
+        };
         Ok(Finished {
             duration_s,
-            offered_rate: self.cfg.offered_rate(),
+            offered_rate,
             sent: w.sent,
             duplicates: w.duplicates,
             invalid: w.invalid,
