@@ -136,6 +136,9 @@ async fn search_against_pool(pool: u64, start: &str) -> (Report, f64) {
             // this test is about the pool's limit: on a shared 2-core machine the generator's
             // own timers may run late by more than the default 10 ms without being the limit
             ("GENERATOR_LAG_MS", "100"),
+            // and an SLO a stalled timer on that machine does not break (a backlog above the
+            // pool's rate still grows past it within a step)
+            ("SLO_P99_MS", "200"),
         ],
     )
     .await;
