@@ -15,5 +15,6 @@ pub mod net;
 pub mod prom;
 pub mod stats;
 pub mod transport;
+pub mod ws;
 
 pub use tokio_util::sync::CancellationToken;

@@ -1,10 +1,10 @@
-//! Byte transports to a broker: TCP, TLS (rustls with ring), WebSocket and WebSocket over TLS,
-//! each split into a reader and a writer half so one task can drive both.
+//! Byte transports to a broker: TCP, TLS (rustls with ring), WebSocket and WebSocket over TLS
+//! (framed by `crate::ws`), each split into a reader and a writer half so one task can drive
+//! both.
 
 use crate::broker::{BrokerUrl, ConnectOptions};
+use crate::ws::{self, HandshakeError, Unframer};
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -12,10 +12,6 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 /// Any byte stream (plain TCP or TLS).
 pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -205,49 +201,144 @@ pub enum WireReader {
     /// Plain TCP, unboxed: its write half can be shared for direct writes (see `outlet`).
     Tcp(OwnedReadHalf),
     Stream(ReadHalf<BoxStream>),
-    Ws(SplitStream<WebSocketStream<BoxStream>>),
+    /// Boxed: a connection's task holds its reader inline, and most connections are not WebSocket.
+    Ws(Box<WsReader>),
+}
+
+/// The read half of a WebSocket: its byte stream and the frame state, no buffer of its own.
+pub struct WsReader {
+    raw: WsRaw,
+    frames: Unframer,
+    /// Frame bytes that came with the upgrade's answer.
+    early: Vec<u8>,
+}
+
+enum WsRaw {
+    /// Plain TCP: waits for readability before it reads, so an idle socket holds no buffer.
+    Tcp(OwnedReadHalf),
+    Stream(ReadHalf<BoxStream>),
 }
 
 /// Write half of a transport.
 pub enum WireWriter {
     Tcp(Arc<OwnedWriteHalf>),
     Stream(WriteHalf<BoxStream>),
-    Ws(SplitSink<WebSocketStream<BoxStream>, Message>),
+    /// WebSocket over plain TCP / over TLS: what is written goes out in masked binary frames.
+    WsTcp(OwnedWriteHalf),
+    WsStream(WriteHalf<BoxStream>),
+}
+
+/// Bytes a read appends to the caller's buffer when the buffer has less room than this.
+const READ_ROOM: usize = 4096;
+/// What a read reserves then.
+const READ_RESERVE: usize = 16 * 1024;
+
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_ROOM {
+        buf.reserve(READ_RESERVE);
+    }
 }
 
 impl WireReader {
-    /// Appends received bytes to `buf`; `Ok(0)` means the peer closed. Cancel-safe.
+    /// Appends received bytes (the MQTT byte stream, WebSocket framing removed) to `buf`.
+    /// `Ok(0)` means the peer closed, unless [`WireReader::take_reply`] then has a frame to send
+    /// back (a WebSocket ping's pong): write it and read on. Cancel-safe.
     pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
             WireReader::Tcp(r) => {
-                if buf.capacity() - buf.len() < 4096 {
-                    buf.reserve(16 * 1024);
-                }
+                make_room(buf);
                 r.read_buf(buf).await
             }
             WireReader::Stream(r) => {
-                if buf.capacity() - buf.len() < 4096 {
-                    buf.reserve(16 * 1024);
-                }
+                make_room(buf);
                 r.read_buf(buf).await
             }
-            WireReader::Ws(ws) => loop {
-                match ws.next().await {
-                    None => return Ok(0),
-                    Some(Err(e)) => return Err(io::Error::other(e)),
-                    Some(Ok(Message::Binary(data))) => {
-                        if data.is_empty() {
-                            continue;
-                        }
-                        buf.extend_from_slice(&data);
-                        return Ok(data.len());
-                    }
-                    Some(Ok(Message::Close(_))) => return Ok(0),
-                    Some(Ok(_)) => continue,
-                }
-            },
+            WireReader::Ws(ws) => ws.read_into(buf).await,
         }
     }
+
+    /// A frame the transport must send back after a read (a WebSocket pong, or the answer to
+    /// the server's close): write it with [`WireWriter::write_frame`].
+    pub fn take_reply(&mut self) -> Option<Bytes> {
+        match self {
+            WireReader::Ws(ws) => ws.frames.take_reply(),
+            _ => None,
+        }
+    }
+}
+
+impl WsReader {
+    fn new(raw: WsRaw, early: BytesMut) -> WsReader {
+        WsReader {
+            raw,
+            frames: Unframer::default(),
+            early: early.to_vec(),
+        }
+    }
+
+    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            if self.frames.closed() {
+                return Ok(0);
+            }
+            let start = buf.len();
+            if !self.early.is_empty() {
+                buf.extend_from_slice(&std::mem::take(&mut self.early));
+            } else {
+                match &mut self.raw {
+                    WsRaw::Tcp(r) => {
+                        // readiness through the socket's own waker slot: the wait keeps no
+                        // waiter of its own in an idle task
+                        let tcp: &TcpStream = r.as_ref();
+                        std::future::poll_fn(|cx| tcp.poll_read_ready(cx)).await?;
+                        match try_read_lean(r, buf) {
+                            Ok(0) => return Ok(0),
+                            Ok(_) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    WsRaw::Stream(r) => {
+                        make_room(buf);
+                        if r.read_buf(buf).await? == 0 {
+                            return Ok(0);
+                        }
+                    }
+                }
+            }
+            self.frames.unframe(buf, start)?;
+            let n = buf.len() - start;
+            if n > 0 || self.frames.has_reply() {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+/// Reads what the socket has into `buf` without growing it ahead of the data: an idle
+/// connection's readiness can be stale (the last read did not drain to `WouldBlock`), and a buffer
+/// reserved for a read that then finds nothing would stay with the idle connection.
+fn try_read_lean(r: &OwnedReadHalf, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() >= READ_ROOM {
+        return r.try_read_buf(buf);
+    }
+    let mut scratch = [0u8; READ_RESERVE];
+    let n = r.try_read(&mut scratch)?;
+    buf.extend_from_slice(&scratch[..n]);
+    Ok(n)
+}
+
+/// Writes all of `data` to a plain TCP socket without a lock (the socket is non-blocking).
+async fn tcp_write_all(w: &OwnedWriteHalf, data: &[u8]) -> io::Result<()> {
+    let mut rest = data;
+    while !rest.is_empty() {
+        match w.try_write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl WireWriter {
@@ -259,24 +350,28 @@ impl WireWriter {
         }
     }
 
+    /// Writes `data` (whole protocol packets; on WebSocket one binary frame).
     pub async fn write_all(&mut self, data: Bytes) -> io::Result<()> {
         match self {
-            WireWriter::Tcp(w) => {
-                let mut rest = &data[..];
-                while !rest.is_empty() {
-                    match w.try_write(rest) {
-                        Ok(n) => rest = &rest[n..],
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => w.writable().await?,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(())
-            }
+            WireWriter::Tcp(w) => tcp_write_all(w, &data).await,
             WireWriter::Stream(w) => w.write_all(&data).await,
-            WireWriter::Ws(ws) => ws
-                .send(Message::Binary(data))
-                .await
-                .map_err(io::Error::other),
+            WireWriter::WsTcp(_) | WireWriter::WsStream(_) => {
+                let mut f = BytesMut::new();
+                ws::frame(&mut f, ws::OP_BINARY, &data);
+                self.write_frame(f.freeze()).await
+            }
+        }
+    }
+
+    /// Writes bytes as they are: a frame from [`WireReader::take_reply`].
+    pub async fn write_frame(&mut self, frame: Bytes) -> io::Result<()> {
+        match self {
+            WireWriter::Tcp(w) => tcp_write_all(w, &frame).await,
+            WireWriter::WsTcp(w) => tcp_write_all(w, &frame).await,
+            WireWriter::Stream(w) | WireWriter::WsStream(w) => {
+                w.write_all(&frame).await?;
+                w.flush().await
+            }
         }
     }
 
@@ -287,23 +382,23 @@ impl WireWriter {
             WireWriter::Stream(w) => {
                 let _ = w.shutdown().await;
             }
-            WireWriter::Ws(ws) => {
-                let _ = ws.close().await;
+            WireWriter::WsTcp(_) | WireWriter::WsStream(_) => {
+                // a close frame with status 1000 (normal closure), then the stream's shutdown
+                let mut f = BytesMut::new();
+                ws::frame(&mut f, ws::OP_CLOSE, &1000u16.to_be_bytes());
+                let _ = self.write_frame(f.freeze()).await;
+                match self {
+                    WireWriter::WsTcp(w) => {
+                        let _ = w.shutdown().await;
+                    }
+                    WireWriter::WsStream(w) => {
+                        let _ = w.shutdown().await;
+                    }
+                    _ => {}
+                }
             }
         }
     }
-}
-
-/// WebSocket settings with small buffers (default buffers cost ~135 KiB per connection), reading
-/// messages up to `limit` bytes. A transport sets the limit above the largest packet it accepts,
-/// so an oversized packet is skipped by its reader (counted) instead of breaking the WebSocket.
-pub fn lean_ws_config(limit: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(1 << 20)
-        .max_message_size(Some(limit))
-        .max_frame_size(Some(limit))
 }
 
 /// Connects TCP to `url`'s host and port (from `bind` when given), with `TCP_NODELAY`.
@@ -351,88 +446,80 @@ pub async fn tcp_connect(
     Err(last.unwrap_or_else(|| TransportError::Resolve(url.authority())))
 }
 
-/// Opens the byte stream named by `url` (no broker protocol traffic yet); WebSocket messages
-/// up to `ws_limit` bytes are read (see [`lean_ws_config`]).
+/// Upgrades `stream` to a WebSocket for `url`; returns the frame bytes that came with the
+/// answer.
+async fn ws_upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    url: &BrokerUrl,
+) -> Result<BytesMut, TransportError> {
+    ws::handshake(stream, &url.authority(), &url.path)
+        .await
+        .map_err(|e| match e {
+            // with TLS 1.3 a refused client certificate shows up here, as an alert
+            HandshakeError::Io(source) if rustls_error(&source).is_some() => TransportError::Tls {
+                addr: url.authority(),
+                source,
+            },
+            HandshakeError::Io(source) => TransportError::Connect {
+                addr: url.authority(),
+                source,
+            },
+            HandshakeError::Refused(reason) => TransportError::WebSocket {
+                url: url.ws_url(),
+                reason,
+            },
+        })
+}
+
+/// Opens the byte stream named by `url` (no broker protocol traffic yet; a WebSocket is
+/// upgraded).
 pub async fn open(
     url: &BrokerUrl,
     opts: &ConnectOptions,
     tls: Option<&Arc<rustls::ClientConfig>>,
     bind: Option<IpAddr>,
-    ws_limit: usize,
 ) -> Result<(WireReader, WireWriter), TransportError> {
-    over(tcp_connect(url, bind).await?, url, opts, tls, ws_limit).await
+    over(tcp_connect(url, bind).await?, url, opts, tls).await
 }
 
 /// The byte stream `url` names, over an open TCP connection: as it is, with TLS, WebSocket, or
 /// both. (NATS reads the server's INFO from the plain socket before it upgrades to TLS.)
 pub async fn over(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     url: &BrokerUrl,
     opts: &ConnectOptions,
     tls: Option<&Arc<rustls::ClientConfig>>,
-    ws_limit: usize,
 ) -> Result<(WireReader, WireWriter), TransportError> {
-    if !url.scheme.is_tls() && !url.scheme.is_ws() {
+    if !url.scheme.is_tls() {
+        if url.scheme.is_ws() {
+            let early = ws_upgrade(&mut tcp, url).await?;
+            let (r, w) = tcp.into_split();
+            let reader = Box::new(WsReader::new(WsRaw::Tcp(r), early));
+            return Ok((WireReader::Ws(reader), WireWriter::WsTcp(w)));
+        }
         let (r, w) = tcp.into_split();
         return Ok((WireReader::Tcp(r), WireWriter::Tcp(Arc::new(w))));
     }
-    let stream: BoxStream = if url.scheme.is_tls() {
-        let config = match tls {
-            Some(c) => c.clone(),
-            None => tls_config(opts)?,
-        };
-        let name = rustls::pki_types::ServerName::try_from(url.host.clone())
-            .map_err(|e| TransportError::TlsConfig(format!("server name {}: {e}", url.host)))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| TransportError::Tls {
-                addr: url.authority(),
-                source: e,
-            })?;
-        Box::new(tls)
-    } else {
-        Box::new(tcp)
+    let config = match tls {
+        Some(c) => c.clone(),
+        None => tls_config(opts)?,
     };
-    if url.scheme.is_ws() {
-        let ws_err = |reason: String| TransportError::WebSocket {
-            url: url.ws_url(),
-            reason,
-        };
-        let mut request = url
-            .ws_url()
-            .into_client_request()
-            .map_err(|e| ws_err(e.to_string()))?;
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "mqtt".parse().expect("static header"),
-        );
-        let (ws, _resp) = tokio_tungstenite::client_async_with_config(
-            request,
-            stream,
-            Some(lean_ws_config(ws_limit)),
-        )
+    let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+        .map_err(|e| TransportError::TlsConfig(format!("server name {}: {e}", url.host)))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
         .await
-        .map_err(|e| match e {
-            // with TLS 1.3 a refused client certificate shows up here, as an alert
-            tokio_tungstenite::tungstenite::Error::Io(source)
-                if rustls_error(&source).is_some() =>
-            {
-                TransportError::Tls {
-                    addr: url.authority(),
-                    source,
-                }
-            }
-            tokio_tungstenite::tungstenite::Error::Io(source) => TransportError::Connect {
-                addr: url.authority(),
-                source,
-            },
-            other => ws_err(other.to_string()),
+        .map_err(|e| TransportError::Tls {
+            addr: url.authority(),
+            source: e,
         })?;
-        let (w, r) = ws.split();
-        Ok((WireReader::Ws(r), WireWriter::Ws(w)))
-    } else {
+    let mut stream: BoxStream = Box::new(tls);
+    if url.scheme.is_ws() {
+        let early = ws_upgrade(&mut stream, url).await?;
         let (r, w) = tokio::io::split(stream);
-        Ok((WireReader::Stream(r), WireWriter::Stream(w)))
+        let reader = Box::new(WsReader::new(WsRaw::Stream(r), early));
+        return Ok((WireReader::Ws(reader), WireWriter::WsStream(w)));
     }
+    let (r, w) = tokio::io::split(stream);
+    Ok((WireReader::Stream(r), WireWriter::Stream(w)))
 }

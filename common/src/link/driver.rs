@@ -314,8 +314,19 @@ async fn run_session<T: Transport, H: Handler, S: Side>(
                 ping.as_mut().reset(tokio::time::Instant::now() + every);
             }
             r = s.reader.read_into(&mut s.pending) => match r {
-                Ok(0) => return Ended::Lost("closed by the broker".into()),
-                Ok(_) => {
+                Ok(n) => {
+                    if let Some(frame) = s.reader.take_reply() {
+                        // a WebSocket pong (rare; boxed, so no idle task carries its state)
+                        if let Err(e) = Box::pin(s.writer.write_frame(frame)).await {
+                            return Ended::Lost(e.to_string());
+                        }
+                        if n == 0 {
+                            continue;
+                        }
+                    }
+                    if n == 0 {
+                        return Ended::Lost("closed by the broker".into());
+                    }
                     let now = Instant::now();
                     last_rx = now;
                     let (replies, flow) = side.io();

@@ -70,7 +70,7 @@ impl Transport for Lines {
     const FRAMING: &'static Framing = &LINE_FRAMING;
 
     async fn connect(spec: &SessionSpec) -> Result<Session<LineDecoder>, SessionError> {
-        let (reader, writer) = net::open(&spec.url, &spec.opts, None, None, 1 << 20).await?;
+        let (reader, writer) = net::open(&spec.url, &spec.opts, None, None).await?;
         Ok(Session {
             reader,
             writer,

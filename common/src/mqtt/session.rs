@@ -6,18 +6,15 @@ use super::codec::{self, Frame, Protocol, MAX_PACKET};
 use super::link::Decoder;
 use crate::broker::BrokerUrl;
 use crate::link::{self, Session, SessionError, SessionSpec};
-use crate::net::{self, WireReader};
+use crate::net::{self, WireReader, WireWriter};
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4 as mb4;
 use rumqttc::v5::mqttbytes::v5 as mb5;
 use rumqttc::v5::mqttbytes::QoS;
 
-/// WebSocket messages up to this size are read whole; the MQTT reader then skips a packet larger
-/// than [`MAX_PACKET`] (counted) instead of the WebSocket breaking the connection.
-const WS_MESSAGE_LIMIT: usize = 2 * MAX_PACKET;
-
 async fn read_packet(
     reader: &mut WireReader,
+    writer: &mut WireWriter,
     buf: &mut BytesMut,
     url: &BrokerUrl,
 ) -> Result<(Frame, Bytes), SessionError> {
@@ -30,10 +27,22 @@ async fn read_packet(
             Ok(None) => {}
             Err(e) => return Err(SessionError::Protocol(e.to_string())),
         }
-        match reader.read_into(buf).await {
-            Ok(0) => return Err(SessionError::Closed),
-            Ok(_) => {}
+        let n = match reader.read_into(buf).await {
+            Ok(n) => n,
             Err(e) => return Err(link::handshake_error(url, e)),
+        };
+        if let Some(reply) = reader.take_reply() {
+            // a WebSocket pong (or our answer to its close)
+            writer
+                .write_frame(reply)
+                .await
+                .map_err(|e| link::handshake_error(url, e))?;
+            if n == 0 {
+                continue;
+            }
+        }
+        if n == 0 {
+            return Err(SessionError::Closed);
         }
     }
 }
@@ -61,14 +70,7 @@ fn refused_v4(code: mb4::ConnectReturnCode) -> SessionError {
 pub(super) async fn connect(spec: &SessionSpec) -> Result<Session<Decoder>, SessionError> {
     let opts = &spec.opts;
     let proto = opts.protocol();
-    let (mut reader, mut writer) = net::open(
-        &spec.url,
-        opts,
-        spec.tls.as_ref(),
-        spec.bind,
-        WS_MESSAGE_LIMIT,
-    )
-    .await?;
+    let (mut reader, mut writer) = net::open(&spec.url, opts, spec.tls.as_ref(), spec.bind).await?;
     let mut out = BytesMut::with_capacity(256);
     let username = opts.username().map(str::to_string);
     let password = opts.password().unwrap_or_default().to_string();
@@ -102,8 +104,9 @@ pub(super) async fn connect(spec: &SessionSpec) -> Result<Session<Decoder>, Sess
         }
     }
     writer.write_all(out.split().freeze()).await.map_err(werr)?;
-    let mut buf = BytesMut::with_capacity(8 * 1024);
-    let (f, bytes) = read_packet(&mut reader, &mut buf, &spec.url).await?;
+    // empty: a WebSocket read appends exactly what arrived (an idle subscriber keeps nothing)
+    let mut buf = BytesMut::new();
+    let (f, bytes) = read_packet(&mut reader, &mut writer, &mut buf, &spec.url).await?;
     if f.packet_type() != 2 {
         return Err(SessionError::Protocol(format!(
             "expected CONNACK, got packet type {}",
@@ -170,7 +173,7 @@ pub(super) async fn connect(spec: &SessionSpec) -> Result<Session<Decoder>, Sess
         writer.write_all(out.split().freeze()).await.map_err(werr)?;
         // Wait for SUBACK; PUBLISHes may not arrive before it for a fresh clean session.
         loop {
-            let (f, bytes) = read_packet(&mut reader, &mut buf, &spec.url).await?;
+            let (f, bytes) = read_packet(&mut reader, &mut writer, &mut buf, &spec.url).await?;
             if f.packet_type() != 9 {
                 continue;
             }

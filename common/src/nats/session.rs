@@ -139,7 +139,7 @@ pub(super) async fn connect(spec: &SessionSpec) -> Result<Session<Decoder>, Sess
     if tls && !buf.is_empty() {
         return Err(SessionError::Protocol("bytes after INFO before TLS".into()));
     }
-    let (mut reader, mut writer) = net::over(tcp, &spec.url, opts, spec.tls.as_ref(), 0).await?;
+    let (mut reader, mut writer) = net::over(tcp, &spec.url, opts, spec.tls.as_ref()).await?;
 
     let mut out = BytesMut::with_capacity(512);
     codec::encode_connect(
