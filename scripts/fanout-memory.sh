@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Loadgen memory per idle fan-out connection (target: about 8 KiB). Runs the subscriber role
+# Loadgen memory per idle fan-out connection (target: at most 4 KiB). Runs the subscriber role
 # (no publisher, so connections stay idle) twice, with SMALL and LARGE client counts against a
 # local broker, and samples the loadgen's resident memory after IDLE_SEC of idling:
 #   per connection = (RSS idle - RSS before the ramp) / connections, for each run, and
@@ -114,7 +114,7 @@ s, l = one(small), one(large)
 slope = (l["rss_idle_bytes"] - s["rss_idle_bytes"]) // max(l["connections"] - s["connections"], 1)
 res = {"name": "fanout-memory",
        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-       "broker": e["broker_desc"], "idle_sec": int(e["IDLE_SEC"]), "target_bytes": 8192,
+       "broker": e["broker_desc"], "idle_sec": int(e["IDLE_SEC"]), "target_bytes": 4096,
        "per_connection_bytes": slope, "runs": [s, l]}
 json.dump(res, open(f"{e['OUT']}/fanout-memory.json", "w"), indent=2)
 open(f"{e['OUT']}/fanout-memory.json", "a").write("\n")
@@ -128,7 +128,7 @@ md = f"""# Fan-out memory per idle connection
 | {l['connections']} | {l['rss_before_ramp_bytes'] / 2**20:.1f} MiB | {l['rss_idle_bytes'] / 2**20:.1f} MiB | {l['per_connection_idle_bytes']} bytes |
 
 Marginal cost of one idle WebSocket connection (slope between the two runs):
-**{slope} bytes** ({slope / 1024:.1f} KiB; target about 8 KiB).
+**{slope} bytes** ({slope / 1024:.1f} KiB; target at most 4 KiB).
 
 Reproduce: `scripts/fanout-memory.sh`.
 """
