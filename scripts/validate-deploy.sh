@@ -501,6 +501,9 @@ def cmd_contract_sync(contract):
     text = open(contract).read()
     sect = text.split("## Metric names", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"`((?:loadgen|worker|fanout)_[a-z0-9_]+)(?:\{[^`]*\})?`", sect))
+    # Later sections add metrics in sentences like "Metrics gain `loadgen_active_clients`."
+    for gain in re.findall(r"[Mm]etrics gain ([^.\n]*(?:\n[^.\n]*)?)", text):
+        listed |= set(re.findall(r"`((?:loadgen|worker|fanout)_[a-z0-9_]+)`", gain))
     need(listed, "no metric names found in CONTRACT.md")
     need(listed == names, f"metric-names.txt vs CONTRACT.md: missing {sorted(listed - names)}, extra {sorted(names - listed)}")
     print(f"{len(names)} metric names match {contract}")
