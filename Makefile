@@ -37,7 +37,7 @@ memory-10m: release ## 10,000,000 virtual clients, 7 min, every client sends: lo
 benchmark: release ## Full benchmark suite (scratch dir; UPDATE_RESULTS=1: benchmarks/results/)
 	@bash scripts/benchmark.sh
 
-benchmark-quick: release ## 2-minute benchmark subset (scratch dir; UPDATE_RESULTS=1: benchmarks/results/)
+benchmark-quick: release ## 5-minute benchmark subset (scratch dir; UPDATE_RESULTS=1: benchmarks/results/)
 	@QUICK=1 bash scripts/benchmark.sh
 
 fanout-bench: release ## 15,000 WebSocket clients (UPDATE_RESULTS=1: benchmarks/results/fanout-15k.{json,md})

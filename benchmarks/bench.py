@@ -5,15 +5,21 @@ Every run starts its own mosquitto or nats-server (and worker) on free ports, ru
 schedule, and reads the CPU time (utime + stime from /proc/<pid>/stat) of every process over the
 same window inside loadgen's measured window. Scenarios:
 
-  pub      publish-only, 100 connections, 256-byte payloads, QoS 0, 20,000 msg/s: loadgen/broker
+  pub      publish-only, 100 connections, 256-byte payloads, QoS 0, 20,000 msg/s: loadgen/broker and
+           us of CPU per message of each process
   rr       request/response at 10,000 req/s with one worker (MODE=health): loadgen/broker, worker/broker
+           and us of CPU (and context switches) per request of each process
+           pub and rr run against mosquitto with `set_tcp_nodelay true` ("nodelay", what `make up`
+           uses) and with its default configuration ("default", Nagle on): BROKER_CONFIGS
   ceiling  rr at stepped offered rates until match rate < 0.999 or p99 >= 50 ms; CPU of all three
   latency  rr at 1,000 req/s against a minimal pair of rumqttc clients echoing (examples/echo_pair.rs)
   memory   scripts/memory.sh 1m (1,000,000 virtual clients, every one sends), plus the fanout helper's results if present
   nats     rr at 10,000 req/s over NATS (nats-server from Debian): loadgen/nats-server, worker/nats-server
 
-Environment: QUICK=1 (the ~2-minute subset), SCENARIOS=pub,rr,... (default: all; memory only in
-full mode), REPEAT (runs of pub and rr, median reported; default 3, 1 when QUICK), BIN (directory
+Environment: QUICK=1 (the shorter subset), SCENARIOS=pub,rr,... (default: all; memory only in
+full mode), REPEAT (runs of pub, rr, latency and nats per configuration; min / median / max
+reported; default 3), BROKER_CONFIGS (mosquitto configurations of pub and rr, default
+nodelay,default), BIN (directory
 of the release binaries, default target/release), ECHO_PAIR (path of the echo_pair example),
 RESULTS_DIR (default benchmarks/results; scripts/benchmark.sh passes a scratch run directory
 unless UPDATE_RESULTS=1), CEILING_RATES (comma-separated steps), LOADGEN_EXTRA / WORKER_EXTRA (K=V,K=V settings added to
@@ -41,7 +47,7 @@ BIN = Path(os.environ.get("BIN") or ROOT / "target" / "release")
 COMMITTED = ROOT / "benchmarks" / "results"
 RESULTS = Path(os.environ.get("RESULTS_DIR") or COMMITTED)
 QUICK = os.environ.get("QUICK", "0") not in ("", "0")
-REPEAT = int(os.environ.get("REPEAT") or (1 if QUICK else 3))
+REPEAT = int(os.environ.get("REPEAT") or 3)
 ALL = ["pub", "rr", "ceiling", "latency", "nats"] + ([] if QUICK else ["memory"])
 SCENARIOS = [s for s in (os.environ.get("SCENARIOS") or ",".join(ALL)).split(",") if s]
 MOSQUITTO = os.environ.get("MOSQUITTO") or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -52,8 +58,15 @@ PREFIX = "benchmark-quick" if QUICK else "benchmark"
 
 # Durations (seconds): warm-up excluded from loadgen's statistics, then the measured window.
 WARMUP = 3
-DUR = {"pub": 12 if QUICK else 20, "rr": 12 if QUICK else 20, "ceiling": 8 if QUICK else 15,
-       "latency": 8 if QUICK else 20, "nats": 12 if QUICK else 20}
+DUR = {"pub": 10 if QUICK else 15, "rr": 10 if QUICK else 15, "ceiling": 8 if QUICK else 12,
+       "latency": 8 if QUICK else 15, "nats": 10 if QUICK else 15}
+# mosquitto configurations: the broker's Nagle setting moves every ratio (with Nagle on it
+# coalesces small writes, so its consumers wake less and it spends less per message)
+BROKER_CONFIGS = {"nodelay": "set_tcp_nodelay true\n", "default": ""}
+RUN_CONFIGS = [c for c in (os.environ.get("BROKER_CONFIGS") or "nodelay,default").split(",") if c]
+for _c in RUN_CONFIGS:
+    if _c not in BROKER_CONFIGS:
+        sys.exit(f"BROKER_CONFIGS: unknown configuration '{_c}' (accepted: {', '.join(BROKER_CONFIGS)})")
 PUB_RATE = 20_000
 RR_RATE = 10_000
 LATENCY_RATE = 1_000
@@ -142,15 +155,16 @@ class Stack:
         self.procs[role] = p
         return p
 
-    def broker(self, transport="mqtt"):
-        """mosquitto (or nats-server) on a free port; returns the URL clients use."""
+    def broker(self, transport="mqtt", config="nodelay"):
+        """mosquitto (or nats-server) on a free port; returns the URL clients use. `config`:
+        a key of BROKER_CONFIGS (mosquitto only)."""
         port = free_port()
         if transport == "nats":
             argv = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)]
         else:
             conf = self.dir / "mosquitto.conf"
             conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                            "max_queued_messages 100000\nset_tcp_nodelay true\n")
+                            "max_queued_messages 100000\n" + BROKER_CONFIGS[config])
             argv = [MOSQUITTO, "-c", str(conf)]
         p = self.spawn("broker", argv, base_env())
 
@@ -203,12 +217,12 @@ class Stack:
 
 
 def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, interval_ms=INTERVAL_MS,
-                transport="mqtt"):
+                transport="mqtt", broker_config="nodelay"):
     """One run: broker (+ worker) + loadgen; CPU of each process over the same window."""
     stack = Stack(name)
     ok = False
     try:
-        bport = stack.broker(transport)
+        bport = stack.broker(transport, broker_config)
         if worker:
             stack.worker(bport)
         settings = dict(SCENARIO=scenario, VIRTUAL_CLIENTS=int(rate * interval_ms / 1000),
@@ -236,8 +250,12 @@ def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, inte
         rep = json.loads(report_path.read_text())
         cpu = {r: round(c1[r] - c0[r], 3) for r in pids}
         lat = rep["latency_us"]
+        # messages (pub) or requests (rr) in the CPU window
+        done = max(rep["achieved_rate"] * window, 1)
         res = {
-            "name": name, "scenario": scenario, "offered_rate": rep["offered_rate"],
+            "name": name, "scenario": scenario,
+            "broker_config": broker_config if transport == "mqtt" else transport,
+            "offered_rate": rep["offered_rate"],
             "achieved_rate": round(rep["achieved_rate"], 1), "sent": rep["sent"],
             "matched": rep["matched"], "match_rate": rep["match_rate"], "timeouts": rep["timeouts"],
             "skipped": rep["skipped"], "publish_errors": rep["publish_errors"],
@@ -248,6 +266,8 @@ def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, inte
             "cpu_window_s": round(window, 3), "cpu_s": cpu,
             "cpu_cores": {r: round(v / window, 3) for r, v in cpu.items()},
             "context_switches_per_s": {r: round((s1[r] - s0[r]) / window) for r in pids},
+            "cpu_us_per_op": {r: round(v / done * 1e6, 2) for r, v in cpu.items()},
+            "context_switches_per_op": {r: round((s1[r] - s0[r]) / done, 3) for r in pids},
         }
         b = cpu.get("broker") or 0
         res["ratio_loadgen_broker"] = round(cpu["loadgen"] / b, 3) if b else None
@@ -264,42 +284,101 @@ def median_of(runs, key):
     return round(statistics.median(vals), 3) if vals else None
 
 
-def scenario_pub():
+def spread(vals):
+    """min / median / max of the values that exist."""
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None
+    return {"min": round(min(vals), 3), "median": round(statistics.median(vals), 3),
+            "max": round(max(vals), 3)}
+
+
+def fmt(s):
+    return "-" if s is None else f"{s['min']} / {s['median']} / {s['max']}"
+
+
+def per_process(runs, key, roles):
+    """spread of `run[key][role]` for each role."""
+    return {r: spread([run[key].get(r) for run in runs]) for r in roles}
+
+
+def pub_config(config):
     runs = []
     for i in range(REPEAT):
-        r = run_loadgen(f"pub-{i}", "pub", PUB_RATE, DUR["pub"], payload=256, interval_ms=1000)
-        log(f"pub #{i}: loadgen {r['cpu_s']['loadgen']} s, broker {r['cpu_s']['broker']} s, "
-            f"ratio {r['ratio_loadgen_broker']}, achieved {r['achieved_rate']}/s")
+        r = run_loadgen(f"pub-{config}-{i}", "pub", PUB_RATE, DUR["pub"], payload=256,
+                        interval_ms=1000, broker_config=config)
+        log(f"pub {config} #{i}: loadgen {r['cpu_s']['loadgen']} s, broker {r['cpu_s']['broker']} s, "
+            f"ratio {r['ratio_loadgen_broker']}, us per message: loadgen {r['cpu_us_per_op']['loadgen']} "
+            f"broker {r['cpu_us_per_op']['broker']}; achieved {r['achieved_rate']}/s")
         runs.append(r)
-    return {"target": "loadgen/broker <= 0.5", "rate": PUB_RATE, "payload_bytes": 256,
-            "connections": 100, "qos": 0, "repeats": len(runs),
-            "median_ratio_loadgen_broker": median_of(runs, "ratio_loadgen_broker"),
-            "median_loadgen_cpu_us_per_msg": round(statistics.median(
-                r["cpu_s"]["loadgen"] / (r["offered_rate"] * r["cpu_window_s"]) * 1e6 for r in runs), 2),
-            "median_broker_cpu_us_per_msg": round(statistics.median(
-                r["cpu_s"]["broker"] / (r["offered_rate"] * r["cpu_window_s"]) * 1e6 for r in runs), 2),
+    roles = ("loadgen", "broker")
+    return {"broker_config": config, "repeats": len(runs),
+            "ratio_loadgen_broker": spread([r["ratio_loadgen_broker"] for r in runs]),
+            "cpu_us_per_msg": per_process(runs, "cpu_us_per_op", roles),
+            "context_switches_per_msg": per_process(runs, "context_switches_per_op", roles),
+            "runs": runs}
+
+
+def scenario_pub():
+    configs = {c: pub_config(c) for c in RUN_CONFIGS}
+    first = configs[RUN_CONFIGS[0]]
+    return {"target": "loadgen/broker <= 0.45", "rate": PUB_RATE, "payload_bytes": 256,
+            "connections": 100, "qos": 0, "repeats": REPEAT,
+            # the first configuration's medians, under the names earlier results used
+            "median_ratio_loadgen_broker": first["ratio_loadgen_broker"]["median"],
+            "median_loadgen_cpu_us_per_msg": first["cpu_us_per_msg"]["loadgen"]["median"],
+            "median_broker_cpu_us_per_msg": first["cpu_us_per_msg"]["broker"]["median"],
+            "configs": configs,
+            "runs": [r for c in configs.values() for r in c["runs"]]}
+
+
+def rr_runs(transport, config):
+    """rr at RR_RATE with one worker, REPEAT runs; over NATS (transport "nats") the broker is
+    nats-server, else mosquitto in configuration `config`."""
+    name = "rr" if transport == "mqtt" else transport
+    label = f"{name}-{config}" if transport == "mqtt" else name
+    runs = []
+    for i in range(REPEAT):
+        r = run_loadgen(f"{label}-{i}", "rr", RR_RATE, DUR[name], worker=True, transport=transport,
+                        broker_config=config)
+        u = r["cpu_us_per_op"]
+        log(f"{label} #{i}: ratios {r['ratio_loadgen_broker']} / {r['ratio_worker_broker']}; "
+            f"us per request: loadgen {u['loadgen']} worker {u['worker']} broker {u['broker']}; "
+            f"p50/p99 {r['latency_us']['p50']}/{r['latency_us']['p99']} us, match {r['match_rate']:.5f}")
+        runs.append(r)
+    roles = ("loadgen", "worker", "broker")
+    return {"broker_config": config if transport == "mqtt" else transport, "repeats": len(runs),
+            "ratio_loadgen_broker": spread([r["ratio_loadgen_broker"] for r in runs]),
+            "ratio_worker_broker": spread([r["ratio_worker_broker"] for r in runs]),
+            "cpu_us_per_request": per_process(runs, "cpu_us_per_op", roles),
+            "context_switches_per_request": per_process(runs, "context_switches_per_op", roles),
+            "latency_p50_us": spread([r["latency_us"]["p50"] for r in runs]),
+            "latency_p99_us": spread([r["latency_us"]["p99"] for r in runs]),
+            "match_rate": spread([r["match_rate"] for r in runs]),
             "runs": runs}
 
 
 def scenario_rr(transport="mqtt"):
-    """rr at RR_RATE with one worker; over NATS (transport "nats") the broker is nats-server."""
-    name = "rr" if transport == "mqtt" else transport
-    runs = []
-    for i in range(REPEAT):
-        r = run_loadgen(f"{name}-{i}", "rr", RR_RATE, DUR[name], worker=True, transport=transport)
-        log(f"{name} #{i}: loadgen {r['cpu_s']['loadgen']} s, worker {r['cpu_s']['worker']} s, "
-            f"broker {r['cpu_s']['broker']} s, ratios {r['ratio_loadgen_broker']} / "
-            f"{r['ratio_worker_broker']}, match {r['match_rate']:.5f}")
-        runs.append(r)
-    spread = lambda k: [min(r[k] for r in runs), max(r[k] for r in runs)]
-    return {"target": "loadgen/broker <= 0.5 and worker/broker <= 0.5", "rate": RR_RATE,
-            "transport": transport, "broker": "nats-server" if transport == "nats" else "mosquitto",
-            "worker_mode": "health", "repeats": len(runs),
-            "ratio_loadgen_broker_min_max": spread("ratio_loadgen_broker"),
-            "ratio_worker_broker_min_max": spread("ratio_worker_broker"),
-            "median_ratio_loadgen_broker": median_of(runs, "ratio_loadgen_broker"),
-            "median_ratio_worker_broker": median_of(runs, "ratio_worker_broker"),
-            "runs": runs}
+    """rr at RR_RATE: against mosquitto in each of RUN_CONFIGS, or over NATS."""
+    if transport == "nats":
+        c = rr_runs("nats", "nats")
+        return {"target": "loadgen/nats-server <= 0.5 and worker/nats-server <= 0.5",
+                "rate": RR_RATE, "transport": "nats", "broker": "nats-server",
+                "worker_mode": "health", **{k: v for k, v in c.items() if k != "broker_config"},
+                "ratio_loadgen_broker_min_max": [c["ratio_loadgen_broker"]["min"], c["ratio_loadgen_broker"]["max"]],
+                "ratio_worker_broker_min_max": [c["ratio_worker_broker"]["min"], c["ratio_worker_broker"]["max"]],
+                "median_ratio_loadgen_broker": c["ratio_loadgen_broker"]["median"],
+                "median_ratio_worker_broker": c["ratio_worker_broker"]["median"]}
+    configs = {c: rr_runs("mqtt", c) for c in RUN_CONFIGS}
+    first = configs[RUN_CONFIGS[0]]
+    return {"target": "loadgen/broker and worker/broker <= 0.25 (nodelay), <= 0.35 (default)",
+            "rate": RR_RATE, "transport": "mqtt", "broker": "mosquitto", "worker_mode": "health",
+            "repeats": REPEAT,
+            # the first configuration's medians, under the names earlier results used
+            "median_ratio_loadgen_broker": first["ratio_loadgen_broker"]["median"],
+            "median_ratio_worker_broker": first["ratio_worker_broker"]["median"],
+            "configs": configs,
+            "runs": [r for c in configs.values() for r in c["runs"]]}
 
 
 def sustained(r):
@@ -461,16 +540,20 @@ def machine():
     }
 
 
-CSV_FIELDS = ["scenario_step", "offered_rate", "achieved_rate", "sent", "matched", "match_rate",
-              "timeouts", "skipped", "p50_us", "p90_us", "p99_us", "max_us", "schedule_lag_p99_us",
-              "cpu_window_s", "loadgen_cpu_s", "worker_cpu_s", "broker_cpu_s", "loadgen_cores",
-              "worker_cores", "broker_cores", "ratio_loadgen_broker", "ratio_worker_broker", "sustained"]
+CSV_FIELDS = ["scenario_step", "broker_config", "offered_rate", "achieved_rate", "sent", "matched",
+              "match_rate", "timeouts", "skipped", "p50_us", "p90_us", "p99_us", "max_us",
+              "schedule_lag_p99_us", "cpu_window_s", "loadgen_cpu_s", "worker_cpu_s", "broker_cpu_s",
+              "loadgen_cores", "worker_cores", "broker_cores", "ratio_loadgen_broker",
+              "ratio_worker_broker", "loadgen_us_per_op", "worker_us_per_op", "broker_us_per_op",
+              "loadgen_switches_per_op", "worker_switches_per_op", "broker_switches_per_op",
+              "sustained"]
 
 
 def csv_row(r):
     c, l = r["cpu_s"], r["latency_us"]
     return {
-        "scenario_step": r["name"], "offered_rate": r["offered_rate"], "achieved_rate": r["achieved_rate"],
+        "scenario_step": r["name"], "broker_config": r.get("broker_config", "nodelay"),
+        "offered_rate": r["offered_rate"], "achieved_rate": r["achieved_rate"],
         "sent": r["sent"], "matched": r["matched"], "match_rate": r["match_rate"],
         "timeouts": r["timeouts"], "skipped": r["skipped"], "p50_us": l["p50"], "p90_us": l["p90"],
         "p99_us": l["p99"], "max_us": l["max"], "schedule_lag_p99_us": r["schedule_lag_p99_us"],
@@ -478,7 +561,14 @@ def csv_row(r):
         "worker_cpu_s": c.get("worker", ""), "broker_cpu_s": c.get("broker"),
         "loadgen_cores": r["cpu_cores"].get("loadgen"), "worker_cores": r["cpu_cores"].get("worker", ""),
         "broker_cores": r["cpu_cores"].get("broker"), "ratio_loadgen_broker": r.get("ratio_loadgen_broker"),
-        "ratio_worker_broker": r.get("ratio_worker_broker", ""), "sustained": r.get("sustained", ""),
+        "ratio_worker_broker": r.get("ratio_worker_broker", ""),
+        "loadgen_us_per_op": r["cpu_us_per_op"].get("loadgen"),
+        "worker_us_per_op": r["cpu_us_per_op"].get("worker", ""),
+        "broker_us_per_op": r["cpu_us_per_op"].get("broker"),
+        "loadgen_switches_per_op": r["context_switches_per_op"].get("loadgen"),
+        "worker_switches_per_op": r["context_switches_per_op"].get("worker", ""),
+        "broker_switches_per_op": r["context_switches_per_op"].get("broker"),
+        "sustained": r.get("sustained", ""),
     }
 
 
@@ -531,19 +621,29 @@ def main():
 
 def summary(res):
     lines = []
+    lines.append("(min / median / max of the runs)")
     if "pub" in res:
         p = res["pub"]
-        lines.append(f"pub {p['rate']}/s: loadgen/broker CPU median {p['median_ratio_loadgen_broker']} "
-                     f"(target <= 0.5; {p['median_loadgen_cpu_us_per_msg']} vs "
-                     f"{p['median_broker_cpu_us_per_msg']} us/msg)")
+        for name, c in p["configs"].items():
+            u = c["cpu_us_per_msg"]
+            lines.append(f"pub {p['rate']}/s, mosquitto {name}: loadgen/broker CPU "
+                         f"{fmt(c['ratio_loadgen_broker'])} (target <= 0.45); us per message: loadgen "
+                         f"{fmt(u['loadgen'])}, broker {fmt(u['broker'])}")
+
+    def rr_line(label, c):
+        u = c["cpu_us_per_request"]
+        return (f"{label}: loadgen/broker {fmt(c['ratio_loadgen_broker'])}, worker/broker "
+                f"{fmt(c['ratio_worker_broker'])}; us per request: loadgen {fmt(u['loadgen'])}, "
+                f"worker {fmt(u['worker'])}, broker {fmt(u['broker'])}; p50 {fmt(c['latency_p50_us'])} us, "
+                f"p99 {fmt(c['latency_p99_us'])} us")
     if "rr" in res:
         r = res["rr"]
-        lines.append(f"rr {r['rate']}/s: loadgen/broker {r['median_ratio_loadgen_broker']}, "
-                     f"worker/broker {r['median_ratio_worker_broker']} (targets <= 0.5)")
+        for name, c in r["configs"].items():
+            target = "<= 0.25" if name == "nodelay" else "<= 0.35"
+            lines.append(rr_line(f"rr {r['rate']}/s, mosquitto {name} (targets {target})", c))
     if "nats" in res:
         r = res["nats"]
-        lines.append(f"nats rr {r['rate']}/s: loadgen/nats-server {r['median_ratio_loadgen_broker']}, "
-                     f"worker/nats-server {r['median_ratio_worker_broker']} (targets <= 0.5)")
+        lines.append(rr_line(f"nats rr {r['rate']}/s (broker: nats-server; targets <= 0.5)", r))
     if "ceiling" in res:
         c = res["ceiling"]
         bound = " (at least: every step held)" if c["ceiling_is_lower_bound"] else ""
