@@ -13,7 +13,8 @@ Environment: SCENARIO (rr or pub), RATE, BROKER_CONFIG (nodelay or default, or n
 the /proc window, default 8), STRACE_SEC (s of the strace window, default 10; 0: none), BIN, OUT
 (a JSON file to write), NICE (niceness of the processes, e.g. -15 as root: on a machine busy with
 other work they then run when they are ready, as on a quiet one; a starved process batches more
-and understates its wake-ups), LOADGEN_EXTRA / WORKER_EXTRA as in bench.py. The strace window
+and understates its wake-ups; with a kernel that preempts lazily, FIFO=1 (SCHED_FIFO priority 1,
+root) comes closer), LOADGEN_EXTRA / WORKER_EXTRA as in bench.py. The strace window
 comes after the /proc window: strace slows what it traces, so CPU and switches are read without it.
 """
 
@@ -68,6 +69,9 @@ def parse_strace(text):
 def main():
     if os.environ.get("NICE"):
         os.nice(int(os.environ["NICE"]))  # inherited by every process started below
+    if os.environ.get("FIFO"):
+        # SCHED_FIFO (root): the measured processes preempt other work at once when they wake
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(os.environ["FIFO"])))
     transport = "nats" if CONFIG == "nats" else "mqtt"
     worker = SCENARIO == "rr"
     interval_ms = bench.INTERVAL_MS if worker else 1000

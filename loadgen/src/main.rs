@@ -3,8 +3,22 @@
 //! a THRESHOLDS condition failed).
 
 use loadgen::capacity::thresholds::EXIT_THRESHOLDS;
-use loadgen::config::Config;
+use loadgen::config::{Config, Scenario};
 use rr_common::cli::{self, Validate};
+use tokio::runtime::{Builder, Runtime};
+
+/// rr, pub and capacity runs on one thread (tokio's current-thread scheduler) unless
+/// TOKIO_WORKER_THREADS asks for a multi-threaded runtime: the lanes and connections hand each
+/// other work all the time, and on another thread every hand-off is a wake-up (a context switch,
+/// expensive on these machines), while one thread keeps up with the broker (benchmarks/README.md,
+/// "What moves the numbers"). Fan-out (many WebSocket connections) uses every core.
+fn runtime(cfg: &Config) -> std::io::Result<Runtime> {
+    if cfg.scenario != Scenario::Fanout && std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        Builder::new_current_thread().enable_all().build()
+    } else {
+        Builder::new_multi_thread().enable_all().build()
+    }
+}
 
 fn main() {
     // `loadgen report|merge|compare ...`: the report tools, not a load run
@@ -16,10 +30,7 @@ fn main() {
         Ok(cfg) => cfg,
         Err(e) => cli::config_exit(&e),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(&cfg) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");

@@ -15,12 +15,19 @@ fn main() {
     };
     // One runtime thread unless TOKIO_WORKER_THREADS says otherwise: the worker's connections
     // are cheap, and a second thread mostly costs cross-thread wake-ups (measured in
-    // benchmarks/README.md). CPU_WORK runs on blocking threads (block_in_place), so MODE=cpu
-    // still uses every core.
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        builder.worker_threads(1);
-    }
+    // benchmarks/README.md). Tokio's current-thread scheduler, which has no idle-worker
+    // bookkeeping (its multi-threaded one with one worker wakes itself through its eventfd), except
+    // with MODE=cpu: CPU_WORK runs in block_in_place, which hands the runtime to another thread,
+    // so MODE=cpu still uses every core.
+    let mut builder = if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else if cfg.mode == worker::config::Mode::Cpu {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(1);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
