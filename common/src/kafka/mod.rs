@@ -3,7 +3,9 @@
 //! checks, the topic layout, and the request/reply header convention. See docs/kafka.md.
 
 pub mod client;
+pub mod encoder;
 pub mod headers;
+pub mod records;
 pub mod topics;
 pub mod url;
 

@@ -26,25 +26,53 @@ pub fn is_legal_topic(t: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Maps a name from the MQTT layout to a legal topic name (`/` → `.`, other illegal → `_`),
-/// cut to [`MAX_TOPIC_LEN`].
+/// Maps a name from the MQTT layout to a legal topic name (`/` → `.`, any other byte outside
+/// the legal set → `_`), cut to [`MAX_TOPIC_LEN`].
 pub fn sanitize(name: &str) -> String {
-    let mut s: String = name
-        .chars()
-        .map(|c| match c {
-            '/' => '.',
-            c if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') => c,
-            _ => '_',
-        })
-        .take(MAX_TOPIC_LEN)
-        .collect();
-    if s.is_empty() || s == "." || s == ".." {
-        s = s.replace('.', "_");
-        if s.is_empty() {
-            s.push('_');
-        }
+    let mut out = [0u8; MAX_TOPIC_LEN];
+    let n = sanitize_into(name.as_bytes(), &mut out);
+    String::from_utf8_lossy(&out[..n]).into_owned()
+}
+
+/// [`sanitize`] into a caller's buffer, without allocating; returns the length written.
+pub fn sanitize_into(name: &[u8], out: &mut [u8; MAX_TOPIC_LEN]) -> usize {
+    let mut n = 0;
+    for &b in name.iter().take(MAX_TOPIC_LEN) {
+        out[n] = match b {
+            b'/' => b'.',
+            b if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') => b,
+            _ => b'_',
+        };
+        n += 1;
     }
-    s
+    match &out[..n] {
+        [] => {
+            out[0] = b'_';
+            1
+        }
+        b"." | b".." => {
+            out[..n].fill(b'_');
+            n
+        }
+        _ => n,
+    }
+}
+
+/// Splits an MQTT-layout topic at its last level: `req/17` → (`req`, `17`). A topic of one
+/// level has no last level to split off.
+pub fn split_last(topic: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match topic.iter().rposition(|b| *b == b'/') {
+        Some(i) if i > 0 => (&topic[..i], Some(&topic[i + 1..])),
+        _ => (topic, None),
+    }
+}
+
+/// A decimal partition number (`0`..=`i32::MAX`), as the last level of a reply topic names it.
+pub fn parse_partition(level: &[u8]) -> Option<i32> {
+    if level.is_empty() || level.len() > 10 || !level.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(level).ok()?.parse().ok()
 }
 
 /// The topic the worker consumes for an MQTT filter such as `req/+`: the levels before the
@@ -146,11 +174,26 @@ mod tests {
         }
         assert_eq!(sanitize("u/s17"), "u.s17");
         assert_eq!(sanitize("a b+c"), "a_b_c");
+        assert_eq!(sanitize("é"), "__", "per byte");
+        assert_eq!(sanitize(".."), "__");
         assert_eq!(sanitize("/"), "_");
         assert_eq!(sanitize(""), "_");
         assert!(is_legal_topic(&sanitize(&"é/".repeat(300))));
         assert_eq!(reply_topic("lg-1"), "resp.lg-1");
         assert_eq!(reply_topic("host name"), "resp.host_name");
+    }
+
+    #[test]
+    fn topics_split_at_their_last_level() {
+        assert_eq!(split_last(b"req/17"), (&b"req"[..], Some(&b"17"[..])));
+        assert_eq!(split_last(b"resp/lg/3"), (&b"resp/lg"[..], Some(&b"3"[..])));
+        assert_eq!(split_last(b"req"), (&b"req"[..], None));
+        assert_eq!(split_last(b"/x"), (&b"/x"[..], None));
+        assert_eq!(parse_partition(b"3"), Some(3));
+        assert_eq!(parse_partition(b"2147483647"), Some(i32::MAX));
+        for bad in [&b""[..], b"-1", b"2147483648", b"x", b"1a", b"99999999999"] {
+            assert_eq!(parse_partition(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
