@@ -1,6 +1,6 @@
 //! Broker addresses and connection options: URL parsing (`mqtt://`, `mqtts://`, `ws://`, `wss://`
-//! and aliases; `nats://` and `tls://` for NATS), MQTT version, credentials and TLS files, shared
-//! by every binary.
+//! and aliases; `nats://` and `tls://` for NATS; `kafka://` and `kafka+ssl://` for Kafka), MQTT
+//! version, credentials, TLS files and Kafka client settings, shared by every binary.
 
 use crate::cli::ConfigError;
 use clap::Args;
@@ -20,9 +20,14 @@ pub enum Scheme {
     Nats,
     /// NATS over TLS (`tls://`): the client upgrades after the server's INFO.
     NatsTls,
+    /// Kafka (`kafka://`), through librdkafka.
+    Kafka,
+    /// Kafka over TLS (`kafka+ssl://`); librdkafka does the TLS.
+    KafkaTls,
 }
 
 impl Scheme {
+    /// Our own TLS (rustls) carries the connection (not Kafka's: librdkafka does its own).
     pub fn is_tls(self) -> bool {
         matches!(self, Scheme::Tls | Scheme::Wss | Scheme::NatsTls)
     }
@@ -33,6 +38,10 @@ impl Scheme {
     pub fn is_nats(self) -> bool {
         matches!(self, Scheme::Nats | Scheme::NatsTls)
     }
+    /// The broker speaks Kafka (librdkafka owns the connections).
+    pub fn is_kafka(self) -> bool {
+        matches!(self, Scheme::Kafka | Scheme::KafkaTls)
+    }
 }
 
 /// A parsed broker URL.
@@ -41,11 +50,25 @@ pub struct BrokerUrl {
     pub scheme: Scheme,
     pub host: String,
     pub port: u16,
-    /// Path for WebSocket URLs (`/mqtt` when none is given), empty otherwise.
+    /// Path for WebSocket URLs (`/mqtt` when none is given); for Kafka the whole bootstrap list
+    /// (`host:port,host2:port`, `host` and `port` being its first broker); empty otherwise.
     pub path: String,
 }
 
 impl BrokerUrl {
+    /// The Kafka bootstrap brokers of a `kafka://` or `kafka+ssl://` URL.
+    pub fn kafka(&self) -> Option<crate::kafka::KafkaUrl> {
+        if !self.scheme.is_kafka() {
+            return None;
+        }
+        let scheme = if self.scheme == Scheme::KafkaTls {
+            "kafka+ssl"
+        } else {
+            "kafka"
+        };
+        format!("{scheme}://{}", self.path).parse().ok()
+    }
+
     /// `host:port` as used for TCP connect.
     pub fn authority(&self) -> String {
         if self.host.contains(':') {
@@ -75,6 +98,8 @@ impl fmt::Display for BrokerUrl {
             Scheme::Wss => "wss",
             Scheme::Nats => "nats",
             Scheme::NatsTls => "tls",
+            Scheme::Kafka => return write!(f, "kafka://{}", self.path),
+            Scheme::KafkaTls => return write!(f, "kafka+ssl://{}", self.path),
         };
         write!(f, "{s}://{}{}", self.authority(), self.path)
     }
@@ -85,7 +110,22 @@ impl std::str::FromStr for BrokerUrl {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         const ACCEPTED: &str = "expected mqtt://host:port, tcp://, mqtts://, ssl://, \
-             ws://host:port/path, wss://, nats://host:port or tls://host:port (NATS over TLS)";
+             ws://host:port/path, wss://, nats://host:port, tls://host:port (NATS over TLS), \
+             kafka://host:port[,host2:port] or kafka+ssl://host:port[,...]";
+        if crate::kafka::KafkaUrl::is_kafka(s) {
+            let k: crate::kafka::KafkaUrl = s.parse()?;
+            let (host, port) = k.brokers[0].clone();
+            return Ok(BrokerUrl {
+                scheme: if k.tls {
+                    Scheme::KafkaTls
+                } else {
+                    Scheme::Kafka
+                },
+                host,
+                port,
+                path: k.bootstrap_servers(),
+            });
+        }
         let url = url::Url::parse(s.trim()).map_err(|e| format!("{e}; {ACCEPTED}"))?;
         let (scheme, default_port) = match url.scheme() {
             "mqtt" | "tcp" => (Scheme::Tcp, 1883),
@@ -176,7 +216,7 @@ impl std::str::FromStr for Secret {
 /// broker URL, protocol version, credentials, TLS files and timeouts are defined once.
 #[derive(Args, Clone, Debug)]
 pub struct ConnectOptions {
-    /// Broker URL: mqtt://host:port (tcp://), mqtts:// (ssl://), ws://host:port/path, wss://; nats://host:port or tls://host:port for NATS (the worker also reads MQTT_BROKER)
+    /// Broker URL: mqtt://host:port (tcp://), mqtts:// (ssl://), ws://host:port/path, wss://; nats://host:port or tls://host:port for NATS; kafka://host:port[,host2:port] or kafka+ssl:// for Kafka (the worker also reads MQTT_BROKER)
     #[arg(
         long,
         env = "BROKER",
@@ -250,6 +290,30 @@ pub struct ConnectOptions {
         value_name = "CONNECT_RETRY_MS"
     )]
     pub connect_retry_ms: u64,
+    /// Kafka: librdkafka properties applied last, key=value,... (e.g. linger.ms=5,acks=1); an unknown one exits 2
+    #[arg(
+        long,
+        env = "KAFKA_CONFIG",
+        default_value = "",
+        value_name = "KAFKA_CONFIG"
+    )]
+    pub kafka_config: String,
+    /// Kafka: SASL mechanism used with BROKER_USERNAME: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    #[arg(
+        long,
+        env = "KAFKA_SASL_MECHANISM",
+        default_value = "PLAIN",
+        value_name = "KAFKA_SASL_MECHANISM"
+    )]
+    pub kafka_sasl_mechanism: crate::kafka::SaslMechanism,
+    /// Kafka: partitions of the topics a run creates when the cluster lacks them (request topic, fan-out topics); existing topics are used as they are
+    #[arg(
+        long,
+        env = "KAFKA_PARTITIONS",
+        default_value_t = 8,
+        value_name = "KAFKA_PARTITIONS"
+    )]
+    pub kafka_partitions: u32,
 }
 
 impl ConnectOptions {
@@ -304,6 +368,12 @@ impl ConnectOptions {
             ("KEEP_ALIVE_SEC", self.keep_alive_sec.into()),
             ("CONNECT_TIMEOUT_MS", self.connect_timeout_ms.into()),
             ("CONNECT_RETRY_MS", self.connect_retry_ms.into()),
+            ("KAFKA_CONFIG", self.kafka_config.clone().into()),
+            (
+                "KAFKA_SASL_MECHANISM",
+                self.kafka_sasl_mechanism.as_str().into(),
+            ),
+            ("KAFKA_PARTITIONS", self.kafka_partitions.into()),
         ]
     }
 
@@ -356,6 +426,16 @@ impl ConnectOptions {
         if self.keep_alive_sec == 0 {
             return Err(ConfigError::new("KEEP_ALIVE_SEC", "'0' must be at least 1"));
         }
+        if self.kafka_partitions == 0 || self.kafka_partitions > 10_000 {
+            return Err(ConfigError::new(
+                "KAFKA_PARTITIONS",
+                format!("'{}' must be 1..=10000", self.kafka_partitions),
+            ));
+        }
+        if self.broker.scheme.is_kafka() {
+            crate::kafka::link::check_config(self)
+                .map_err(|e| ConfigError::new("KAFKA_CONFIG", e))?;
+        }
         Ok(())
     }
 }
@@ -400,6 +480,24 @@ mod tests {
         assert!(u.scheme.is_nats() && u.scheme.is_tls() && !u.scheme.is_ws());
         assert_eq!(u.to_string(), "tls://h:4443");
         assert_eq!(u.path, "");
+    }
+
+    #[test]
+    fn parses_kafka_schemes() {
+        let u: BrokerUrl = "kafka://h1,h2:9093".parse().unwrap();
+        assert_eq!(
+            (u.scheme, u.host.as_str(), u.port),
+            (Scheme::Kafka, "h1", 9092)
+        );
+        assert!(u.scheme.is_kafka() && !u.scheme.is_tls() && !u.scheme.is_nats());
+        assert_eq!(u.to_string(), "kafka://h1:9092,h2:9093");
+        assert_eq!(u.kafka().unwrap().brokers.len(), 2);
+        let u: BrokerUrl = "kafka+ssl://h:9094".parse().unwrap();
+        assert_eq!(u.scheme, Scheme::KafkaTls);
+        assert!(u.kafka().unwrap().tls);
+        assert_eq!(u.to_string(), "kafka+ssl://h:9094");
+        assert!("kafka://u:p@h".parse::<BrokerUrl>().is_err());
+        assert!("mqtt://h".parse::<BrokerUrl>().unwrap().kafka().is_none());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! A new transport adds its variant here and its module beside `mqtt`; the engines do not change.
 
 use crate::broker::{BrokerUrl, ConnectOptions};
+use crate::kafka;
 use crate::link::driver::{self, Lean, Shared};
 use crate::link::{self, Handler, Link, Message, SessionError, SessionSpec, Transport};
 use crate::mqtt::{self, Mqtt};
@@ -17,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 pub enum Session {
     Mqtt(link::Session<mqtt::link::Decoder>),
     Nats(link::Session<nats::link::Decoder>),
+    /// librdkafka's clients: no bytes of ours, so no byte-level session.
+    Kafka(Box<kafka::link::Session>),
 }
 
 impl Session {
@@ -24,7 +27,7 @@ impl Session {
     /// (NATS `max_payload`).
     pub fn max_message(&self) -> Option<usize> {
         match self {
-            Session::Mqtt(_) => None,
+            Session::Mqtt(_) | Session::Kafka(_) => None,
             Session::Nats(s) => Some(s.decoder.max_payload()),
         }
     }
@@ -32,6 +35,17 @@ impl Session {
 
 /// Opens a session within CONNECT_TIMEOUT_MS: transport, handshake, subscriptions.
 pub async fn establish(spec: &SessionSpec) -> Result<Session, SessionError> {
+    if spec.url.scheme.is_kafka() {
+        return match tokio::time::timeout(
+            spec.opts.connect_timeout() * 2,
+            kafka::link::establish(spec),
+        )
+        .await
+        {
+            Ok(s) => Ok(Session::Kafka(Box::new(s?))),
+            Err(_) => Err(SessionError::Timeout),
+        };
+    }
     if spec.url.scheme.is_nats() {
         return Ok(Session::Nats(link::establish::<Nats>(spec).await?));
     }
@@ -44,6 +58,26 @@ pub async fn establish_with_retry(
     spec: &SessionSpec,
     budget: Duration,
 ) -> Result<Session, SessionError> {
+    if spec.url.scheme.is_kafka() {
+        // (the cluster answered `prepare` already; this retries what is left to set up)
+        let deadline = std::time::Instant::now() + budget;
+        loop {
+            match establish(spec).await {
+                Ok(s) => return Ok(s),
+                Err(e) if e.is_final() => return Err(e),
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(SessionError::GaveUp {
+                        budget_ms: budget.as_millis() as u64,
+                        last: Box::new(e),
+                    })
+                }
+                Err(e) => {
+                    tracing::debug!(client = %spec.client_id, "Kafka session: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
     if spec.url.scheme.is_nats() {
         return Ok(Session::Nats(
             link::establish_with_retry::<Nats>(spec, budget).await?,
@@ -54,8 +88,24 @@ pub async fn establish_with_retry(
     ))
 }
 
+/// Prepares the broker for a run: for Kafka, waits (up to CONNECT_RETRY_MS) until the cluster
+/// answers and creates the topics the run needs that it lacks (`(name in the MQTT layout,
+/// partitions)`, such as `("req", KAFKA_PARTITIONS)`), again whenever a restarted cluster has
+/// lost them. Nothing to do for MQTT and NATS.
+pub async fn prepare(
+    url: &BrokerUrl,
+    opts: &ConnectOptions,
+    topics: &[(String, u32)],
+) -> Result<(), SessionError> {
+    if url.scheme.is_kafka() {
+        return kafka::link::prepare(url, opts, topics).await;
+    }
+    Ok(())
+}
+
 /// A new link (down until its driver runs) for connections to `url`.
 pub fn new_link(url: &BrokerUrl) -> Arc<Link> {
+    // (a Kafka link's batches go to its producer: the MQTT framing hooks are never used)
     Arc::new(Link::new(if url.scheme.is_nats() {
         Nats::FRAMING
     } else {
@@ -73,9 +123,10 @@ pub fn drive<H: Handler>(
     shutdown: CancellationToken,
 ) -> impl Future<Output = H> + Send {
     let keep_alive = Duration::from_secs(u64::from(spec.opts.keep_alive_sec));
-    let side = Shared::new(link);
+    let side = Shared::new(link.clone());
     async move {
         match first {
+            Session::Kafka(s) => kafka::driver::drive(spec, *s, handler, link, shutdown).await,
             Session::Mqtt(s) => {
                 let connect = move || spec.clone();
                 driver::drive::<Mqtt, _, _, _>(
@@ -123,10 +174,17 @@ where
         None => connect().url.scheme.is_nats(),
     };
     async move {
+        if let Some(Session::Kafka(s)) = first {
+            // (Kafka subscribers are few: a link of their own; boxed, so an MQTT subscriber's
+            // task carries none of its state)
+            let spec = connect();
+            let link = new_link(&spec.url);
+            return Box::pin(kafka::driver::drive(spec, *s, handler, link, shutdown)).await;
+        }
         if nats {
             let first = first.and_then(|s| match s {
                 Session::Nats(s) => Some(Box::new(s)),
-                Session::Mqtt(_) => None,
+                Session::Mqtt(_) | Session::Kafka(_) => None,
             });
             driver::drive::<Nats, _, _, _>(
                 connect,
@@ -140,7 +198,7 @@ where
         } else {
             let first = first.and_then(|s| match s {
                 Session::Mqtt(s) => Some(Box::new(s)),
-                Session::Nats(_) => None,
+                Session::Nats(_) | Session::Kafka(_) => None,
             });
             driver::drive::<Mqtt, _, _, _>(
                 connect,
@@ -161,6 +219,7 @@ where
 pub enum Encoder {
     Mqtt(mqtt::Encoder),
     Nats(nats::Encoder),
+    Kafka(kafka::encoder::Encoder),
 }
 
 impl Encoder {
@@ -168,6 +227,11 @@ impl Encoder {
     pub fn new(url: &BrokerUrl, opts: &ConnectOptions) -> Encoder {
         if url.scheme.is_nats() {
             return Encoder::Nats(nats::Encoder);
+        }
+        if url.scheme.is_kafka() {
+            return Encoder::Kafka(kafka::encoder::Encoder::new(
+                &kafka::topics::SubjectTopics::parse("fanout").expect("a legal topic"),
+            ));
         }
         Encoder::Mqtt(mqtt::Encoder {
             proto: opts.protocol(),
@@ -181,6 +245,7 @@ impl Encoder {
         match self {
             Encoder::Mqtt(e) => e.flow_controlled(qos),
             Encoder::Nats(e) => e.flow_controlled(qos),
+            Encoder::Kafka(_) => false,
         }
     }
 
@@ -188,7 +253,7 @@ impl Encoder {
     /// the start-up check against the broker's largest message.
     pub fn message_len(&self, correlation_len: usize, body_len: usize) -> usize {
         match self {
-            Encoder::Mqtt(_) => correlation_len + body_len,
+            Encoder::Mqtt(_) | Encoder::Kafka(_) => correlation_len + body_len,
             Encoder::Nats(e) => e.message_len(correlation_len, body_len),
         }
     }
@@ -207,6 +272,7 @@ impl Encoder {
         match self {
             Encoder::Mqtt(e) => e.request(buf, topic, reply_to, correlation, body, qos),
             Encoder::Nats(e) => e.request(buf, topic, reply_to, correlation, body),
+            Encoder::Kafka(e) => e.request(buf, topic, reply_to, correlation, body),
         }
     }
 
@@ -216,6 +282,7 @@ impl Encoder {
         match self {
             Encoder::Mqtt(e) => e.answer(buf, req, body, qos),
             Encoder::Nats(e) => e.answer(buf, req, body),
+            Encoder::Kafka(e) => e.answer(buf, req, body),
         }
     }
 
@@ -225,6 +292,7 @@ impl Encoder {
         match self {
             Encoder::Mqtt(e) => e.publish(buf, topic, payload, qos),
             Encoder::Nats(e) => e.publish(buf, topic, payload),
+            Encoder::Kafka(e) => e.publish(buf, topic, payload),
         }
     }
 }

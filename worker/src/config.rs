@@ -253,6 +253,17 @@ impl Validate for Config {
         }
         rr_common::cli::check_topic_segment("SHARE_GROUP", &self.share_group)?;
         rr_common::cli::check_topic_segment("INSTANCE_ID", &self.instance_id())?;
+        if self.connect.broker.scheme.is_kafka()
+            && rr_common::kafka::topics::topic_of_filter(&self.mqtt_sub).is_none()
+        {
+            return Err(ConfigError::new(
+                "MQTT_SUB",
+                format!(
+                    "'{}' names no Kafka topic: it needs a level before its first wildcard (req/+ consumes topic req)",
+                    self.mqtt_sub
+                ),
+            ));
+        }
         if self.connect.broker.scheme.is_nats() {
             // the filter becomes a subject, the share group a NATS queue group
             use rr_common::nats::subject::{check_setting, Use};

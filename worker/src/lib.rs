@@ -241,6 +241,17 @@ async fn start_inner(
     shared.outbox.spawn_flusher(shutdown.clone());
 
     let subscription = cfg.subscription();
+    // Kafka: the cluster answers and has the request topic.
+    let topics: Vec<(String, u32)> = rr_common::kafka::topics::topic_of_filter(&cfg.mqtt_sub)
+        .map(|t| (t, cfg.connect.kafka_partitions))
+        .into_iter()
+        .collect();
+    transport::prepare(&cfg.connect.broker, &opts, &topics)
+        .await
+        .map_err(|source| WorkerError::Connect {
+            url: cfg.connect.broker.to_string(),
+            source,
+        })?;
     let mut set = tokio::task::JoinSet::new();
     for i in 0..n {
         let spec = SessionSpec {

@@ -130,11 +130,18 @@ pub fn client_config(
 /// delivers both through the client's main queue: they arrive while the client is polled.)
 #[derive(Default)]
 pub struct KafkaContext {
+    /// librdkafka said all brokers are down since [`KafkaContext::take_down`] last looked.
+    down: std::sync::atomic::AtomicBool,
     last_error: Mutex<Option<(RDKafkaErrorCode, String)>>,
     final_error: Mutex<Option<(RDKafkaErrorCode, String)>>,
 }
 
 impl KafkaContext {
+    /// Whether librdkafka reported all brokers down since the last call (which clears it).
+    pub fn take_down(&self) -> bool {
+        self.down.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The last error librdkafka reported for this client, if any.
     pub fn last_error(&self) -> Option<(RDKafkaErrorCode, String)> {
         self.last_error
@@ -158,6 +165,9 @@ impl ClientContext for KafkaContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::debug!(target: "librdkafka", "error: {error}: {reason}");
         if let Some(code) = error.rdkafka_error_code() {
+            if code == RDKafkaErrorCode::AllBrokersDown {
+                self.down.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             if final_error(code, reason).is_some() {
                 let mut f = self.final_error.lock().unwrap_or_else(|e| e.into_inner());
                 f.get_or_insert_with(|| (code, reason.to_string()));

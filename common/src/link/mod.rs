@@ -111,14 +111,24 @@ impl Flow {
     }
 }
 
+/// Where a link's batches go when the transport's own client owns the connections (Kafka:
+/// librdkafka's producer) rather than the outlet. Set once, by the transport's driver.
+pub trait Sink: Send + Sync + 'static {
+    /// Hands a batch (whole messages of the transport's encoding) to the client. Never blocks.
+    fn send(&self, batch: &[u8]) -> Sent;
+    /// What waits in the client to be sent.
+    fn backlog(&self) -> usize;
+}
+
 /// The shared side of one connection, kept across reconnects: whether it is up, its counters,
-/// its flow control and its outlet (the only write path).
+/// its flow control and its outlet (the only write path), or its transport's [`Sink`].
 pub struct Link {
     up: AtomicBool,
     reconnects: AtomicU64,
     disconnects: AtomicU64,
     flow: Flow,
     outlet: Outlet,
+    sink: std::sync::OnceLock<Arc<dyn Sink>>,
     framing: &'static Framing,
 }
 
@@ -144,7 +154,27 @@ impl Link {
                 ..Flow::default()
             },
             outlet: Outlet::default(),
+            sink: std::sync::OnceLock::new(),
             framing,
+        }
+    }
+
+    /// Batches go to `sink` from now on (a transport whose client owns the connections). A
+    /// link takes one sink for its life; a second is ignored.
+    pub fn attach_sink(&self, sink: Arc<dyn Sink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    /// For a transport's own driver: the link is up (`again`: after a loss, a reconnect) or
+    /// down (`lost`: not by shutdown).
+    pub fn set_up(&self, up: bool, counted: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::Release);
+        if counted {
+            if up {
+                self.reconnects.fetch_add(1, Relaxed);
+            } else {
+                self.disconnects.fetch_add(1, Relaxed);
+            }
         }
     }
 
@@ -164,7 +194,10 @@ impl Link {
 
     /// Bytes waiting to be written (a backed-up link takes no more this tick).
     pub fn backlog(&self) -> usize {
-        self.outlet.queued()
+        match self.sink.get() {
+            Some(s) => s.backlog(),
+            None => self.outlet.queued(),
+        }
     }
 
     /// How many more flow-controlled messages the link may be given now.
@@ -184,6 +217,9 @@ impl Link {
     /// Hands whole messages, none of them flow-controlled, to the connection: written at once
     /// when it can take them, else queued for the link's task. Never blocks.
     pub fn send(&self, batch: &[u8]) -> Sent {
+        if let Some(s) = self.sink.get() {
+            return s.send(batch);
+        }
         self.outlet.send(batch)
     }
 

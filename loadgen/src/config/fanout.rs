@@ -194,6 +194,15 @@ impl FanoutConfig {
                 ));
             }
         }
+        if let Some(k) = self
+            .effective_publish_broker(broker)
+            .filter(|b| role.publishes() && b.scheme.is_kafka())
+        {
+            return Err(ConfigError::new(
+                "PUBLISH_BROKER",
+                format!("'{k}': the fan-out publisher does not speak Kafka yet (rr and the worker do: BROKER=kafka://...)"),
+            ));
+        }
         if role.publishes() && self.effective_publish_broker(broker).is_none() {
             return Err(ConfigError::new(
                 "PUBLISH_BROKER",

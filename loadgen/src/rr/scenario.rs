@@ -155,6 +155,15 @@ impl Scenario for Rr {
                 }
             );
         }
+        // Kafka: the cluster answers and has the request topic and this instance's reply topic
+        // (a partition per connection).
+        let mut topics = vec![(rr.req_topic_prefix.clone(), cfg.connect.kafka_partitions)];
+        if self.expect_replies() {
+            topics.push((format!("resp/{instance}"), rr.connections));
+        }
+        transport::prepare(&cfg.connect.broker, &opts, &topics)
+            .await
+            .map_err(|e| self.connect_error(e))?;
         let budget = Duration::from_millis(cfg.connect.connect_retry_ms);
         let mut set = JoinSet::new();
         for i in 0..rr.connections as usize {

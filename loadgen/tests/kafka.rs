@@ -1,0 +1,212 @@
+//! rr over Kafka end to end against a real tansu (testkit, free port): (c) 1,000 req/s with two
+//! workers in one consumer group, (d) the broker killed and restarted mid-run (memory storage:
+//! it comes back empty, the topics are created again), and start-up checks (exit 3 for an
+//! unreachable cluster, exit 2 for a KAFKA_CONFIG librdkafka refuses).
+
+mod support;
+
+use rr_common::http;
+use rr_testkit::{Tansu, TansuOptions};
+use std::time::{Duration, Instant};
+use support::*;
+
+const T: Duration = Duration::from_secs(2);
+
+fn tansu() -> Tansu {
+    Tansu::start(TansuOptions::new()).expect("tansu must be installed (scripts/install-deps.sh)")
+}
+
+async fn stats(addr: &str) -> serde_json::Value {
+    let (code, body) = http::get(addr, "/stats", T).await.expect("GET /stats");
+    assert_eq!(code, 200);
+    serde_json::from_str(&body).expect("/stats is JSON")
+}
+
+/// Two workers of two connections each: four consumers in the workers' group.
+const WORKER: &[(&str, &str)] = &[("CONNECTIONS", "2"), ("MIN_WORKERS", "2")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_two_workers_in_one_group_answer_1000_req_s() {
+    let broker = tansu();
+    let url = broker.url();
+    let (w1, stop1) = start_worker(&url, WORKER).await;
+    let (w2, stop2) = start_worker(&url, WORKER).await;
+    let r = run_loadgen(
+        &url,
+        &[
+            ("VIRTUAL_CLIENTS", "1000"),
+            ("CONNECTIONS", "4"),
+            ("SHARDS", "16"),
+            ("INTERVAL_MS", "1000"),
+            ("TIMEOUT_MS", "3000"),
+            ("WARMUP_SEC", "2"),
+            ("DURATION_SEC", "8"),
+        ],
+    )
+    .await;
+    let (s1, s2) = (w1.state.snapshot(), w2.state.snapshot());
+    eprintln!(
+        "Kafka rr 1000 req/s: sent {} matched {} match rate {:.5} duplicates {} p50 {} us p99 {} us; \
+         worker answers {} + {}",
+        r.sent,
+        r.rq().matched,
+        r.rq().match_rate,
+        r.duplicates,
+        r.latency_us.p50,
+        r.latency_us.p99,
+        s1.responded,
+        s2.responded,
+    );
+    assert_books_close(&r);
+    assert!(r.rq().match_rate >= 0.999, "match rate: {r:#?}");
+    assert_eq!(r.invalid, 0, "{r:#?}");
+    assert_eq!(r.offered_rate, 1000.0);
+    let expected = r.offered_rate * r.duration_s;
+    assert!(
+        (r.sent as f64 - expected).abs() / expected <= 0.02,
+        "sent {} vs {expected}",
+        r.sent
+    );
+    assert!(r.latency_us.p50 > 0 && r.latency_us.p99 >= r.latency_us.p50);
+    assert_eq!(r.config["BROKER"], url.as_str());
+    // the group shares the work: both workers answered
+    assert!(s1.responded > 0 && s2.responded > 0, "{s1:?} {s2:?}");
+    stop1.cancel();
+    stop2.cancel();
+    rr_testkit::wait_until(Duration::from_secs(5), "worker conservation", || {
+        w1.state.snapshot().conserved() && w2.state.snapshot().conserved()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?} {:?}", w1.state.snapshot(), w2.state.snapshot()));
+    assert_eq!(w1.state.snapshot().invalid + w2.state.snapshot().invalid, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d_broker_restart_mid_run_links_come_back_and_books_close() {
+    let mut broker = tansu();
+    let url = broker.url();
+    let (w, wstop) = start_worker(&url, WORKER).await;
+    let (run, _token) = start_loadgen(
+        &url,
+        &[
+            ("VIRTUAL_CLIENTS", "500"),
+            ("CONNECTIONS", "4"),
+            ("SHARDS", "8"),
+            ("INTERVAL_MS", "1000"),
+            ("TIMEOUT_MS", "1000"),
+            ("WARMUP_SEC", "1"),
+            ("DURATION_SEC", "25"),
+        ],
+    )
+    .await;
+    let addr = run.http_addr.to_string();
+    wait_sending_for(&addr, 3.0).await;
+    let mut broker = tokio::task::spawn_blocking(move || {
+        broker.kill();
+        broker
+    })
+    .await
+    .unwrap();
+    let a = addr.clone();
+    rr_testkit::wait_until_async(Duration::from_secs(10), "loadgen links down", || {
+        let a = a.clone();
+        async move { stats(&a).await["connections"] == 0 }
+    })
+    .await
+    .unwrap();
+    let broker = tokio::task::spawn_blocking(move || {
+        broker.restart().expect("tansu restarts on its port");
+        broker
+    })
+    .await
+    .unwrap();
+    let back_at = Instant::now();
+    let (a, ws) = (addr.clone(), w.state.clone());
+    rr_testkit::wait_until_async(Duration::from_secs(15), "every link back", || {
+        let (a, ws) = (a.clone(), ws.clone());
+        async move { stats(&a).await["connections"] == 4 && ws.snapshot().connections == 2 }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; tansu log: {}", broker.log()));
+    let relinked = back_at.elapsed();
+    // matching recovers (the workers' group settles after its members rejoin): within 12 s a
+    // 2 s window matches what it sends
+    let mut recent = 0.0;
+    let settle = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < settle {
+        let before = stats(&addr).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = stats(&addr).await;
+        let delta = |k: &str| {
+            after["totals"][k].as_u64().unwrap() as f64
+                - before["totals"][k].as_u64().unwrap() as f64
+        };
+        recent = delta("matched") / delta("sent");
+        if recent >= 0.99 {
+            break;
+        }
+    }
+    let recovered = back_at.elapsed();
+    let r = tokio::time::timeout(Duration::from_secs(60), run.report())
+        .await
+        .expect("run ends in time")
+        .expect("run succeeds");
+    eprintln!(
+        "Kafka restart: links back {:.2} s after restart, matching {:.1} s after ({recent:.4} of a 2 s window); \
+         sent {} matched {} timeouts {} late {} publish_errors {} reconnects {} worker reconnects {}",
+        relinked.as_secs_f64(),
+        recovered.as_secs_f64(),
+        r.sent,
+        r.rq().matched,
+        r.rq().timeouts,
+        r.rq().late,
+        r.publish_errors,
+        r.reconnects,
+        w.state.snapshot().reconnects
+    );
+    assert_books_close(&r);
+    assert!(recent >= 0.99, "matching did not recover: {recent}");
+    assert!(r.reconnects >= 4, "every link reconnected: {r:#?}");
+    assert!(w.state.snapshot().reconnects >= 2);
+    assert!(r.rq().timeouts > 0 && r.rq().matched > 0);
+    assert_eq!(r.invalid, 0);
+    wstop.cancel();
+    rr_testkit::wait_until(Duration::from_secs(5), "worker conservation", || {
+        w.state.snapshot().conserved()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", w.state.snapshot()));
+    drop(broker);
+}
+
+fn loadgen_bin(env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .env("METRICS_PORT", "0")
+        .output()
+        .expect("loadgen runs")
+}
+
+#[test]
+fn e_unreachable_cluster_exits_3_and_bad_kafka_config_exits_2() {
+    let port = rr_testkit::free_port();
+    let url = format!("kafka://127.0.0.1:{port}");
+    let out = loadgen_bin(&[
+        ("BROKER", &url),
+        ("CONNECT_RETRY_MS", "1000"),
+        ("DURATION_SEC", "1"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("CONNECT_RETRY_MS"), "{err}");
+    let out = loadgen_bin(&[("BROKER", &url), ("KAFKA_CONFIG", "no.such.property=1")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("KAFKA_CONFIG") && err.contains("no.such.property"),
+        "{err}"
+    );
+    let out = loadgen_bin(&[("BROKER", &url), ("KAFKA_PARTITIONS", "0")]);
+    assert_eq!(out.status.code(), Some(2));
+}
