@@ -76,6 +76,7 @@ pub async fn start(
             Scenario::Fanout => {
                 let fanout = fanout::Fanout::new(&cfg, state.clone())?;
                 let c = &cfg.capacity;
+                hooks.push(Box::new(fanout.timeline_hook(c.timeline_csv.clone())));
                 hooks.push(Box::new(CapacityHook::new(
                     None,
                     state.clone(),

@@ -162,15 +162,52 @@ pub struct Sections {
     /// merge and compare exactly (`loadgen merge`, `loadgen compare`, the HTML report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histograms: Option<crate::reporting::run::Histograms>,
-    /// One row per second of the run, warm-up included and marked (rr, pub, capacity).
+    /// One row per second of the run, warm-up included and marked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeline: Option<Vec<crate::capacity::timeline::Row>>,
+    pub timeline: Option<Timeline>,
     /// The answer of a capacity search (`SCENARIO=capacity`) and its steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<crate::capacity::search::Outcome>,
     /// `THRESHOLDS`, each with its value and whether it held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thresholds: Option<Vec<crate::capacity::thresholds::Verdict>>,
+}
+
+/// The per-second timeline: request rows (rr, pub, capacity) or delivery rows (fan-out).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Timeline {
+    Requests(Vec<crate::capacity::timeline::Row>),
+    Deliveries(Vec<crate::fanout::timeline::Row>),
+}
+
+impl Timeline {
+    /// The rows of an rr/pub/capacity run.
+    pub fn requests(&self) -> Option<&[crate::capacity::timeline::Row]> {
+        match self {
+            Timeline::Requests(r) => Some(r),
+            Timeline::Deliveries(_) => None,
+        }
+    }
+
+    /// The rows of a fan-out run.
+    pub fn deliveries(&self) -> Option<&[crate::fanout::timeline::Row]> {
+        match self {
+            Timeline::Deliveries(r) => Some(r),
+            Timeline::Requests(_) => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Timeline::Requests(r) => r.len(),
+            Timeline::Deliveries(r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// When, where and with what a run happened, so a report file found later says what it is.

@@ -18,7 +18,8 @@ fn mosquitto() -> Mosquitto {
 fn timeline(r: &Report) -> &[Row] {
     r.sections
         .timeline
-        .as_deref()
+        .as_ref()
+        .and_then(|t| t.requests())
         .unwrap_or_else(|| panic!("an rr/pub report has a timeline: {r:#?}"))
 }
 
@@ -345,5 +346,128 @@ async fn e_timeline_rows_sum_to_the_totals_for_rr_and_pub() {
     let r = run_loadgen(&broker.url(), &p).await;
     assert!(r.sent > 0);
     assert_rows_sum_to_totals(&r);
+    stop.cancel();
+}
+
+/// GET /report of the loadgen listening on `port`, as JSON (None until it answers).
+async fn live_report(port: u16) -> Option<serde_json::Value> {
+    let addr = format!("127.0.0.1:{port}");
+    match rr_common::http::get(&addr, "/report", std::time::Duration::from_secs(2)).await {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f_a_running_search_serves_its_steps_and_ctrl_c_still_reports_them() {
+    let broker = mosquitto();
+    let (_w, stop) = start_worker(&broker.url(), &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let port = rr_testkit::free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    cmd.env_clear()
+        .env("BROKER", broker.url())
+        .env("METRICS_PORT", port.to_string())
+        .env("METRICS_ADDR", "127.0.0.1")
+        .env("PROGRESS_SEC", "0")
+        .env("INSTANCE_ID", "ctrl-c")
+        .env("SCENARIO", "capacity")
+        // a search that would take minutes: up to 20,000 req/s from 300 req/s by 1.5
+        .env("VIRTUAL_CLIENTS", "20000")
+        .env("INTERVAL_MS", "1000")
+        .env("CONNECTIONS", "4")
+        .env("WARMUP_SEC", "0")
+        .env("TIMEOUT_MS", "1000")
+        .env("START_RATE", "300")
+        .env("STEP_SEC", "2")
+        .env("SETTLE_SEC", "1")
+        .env("GENERATOR_LAG_MS", "100")
+        .env("SLO_P99_MS", "500")
+        .env("THRESHOLDS", "p99<1000ms")
+        .env("REPORT_JSON", &json)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("loadgen starts");
+    // while it runs: the steps done, the timeline so far and the thresholds in GET /report
+    let mut live = serde_json::Value::Null;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        if let Some(v) = live_report(port).await {
+            if v["capacity"]["steps"]
+                .as_array()
+                .is_some_and(|s| s.len() >= 2)
+            {
+                live = v;
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no two steps in /report within 90 s: {live:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let cap = &live["capacity"];
+    assert_eq!(cap["limited_by"], "running", "{cap:#}");
+    assert_eq!(cap["lower_bound"], true);
+    let verdict = cap["verdict"].as_str().unwrap();
+    assert!(
+        verdict.starts_with("capacity: >= ") && verdict.contains("the search is still running"),
+        "{verdict}"
+    );
+    let rows = live["timeline"].as_array().expect("the timeline so far");
+    assert!(rows.len() >= 4, "{rows:#?}");
+    assert!(
+        rows.iter().any(|r| r["p90_us"].as_u64() > Some(0)),
+        "{rows:#?}"
+    );
+    assert_eq!(live["thresholds"][0]["expr"], "p99<1000ms", "{live:#}");
+    validate_report(&live);
+
+    // Ctrl-C: the loadgen stops, drains and writes its report with the steps done
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .expect("loadgen ends");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("REPORT_JSON written"))
+            .unwrap();
+    let cap = &v["capacity"];
+    assert_eq!(cap["limited_by"], "interrupted", "{cap:#}");
+    assert_eq!(cap["lower_bound"], true);
+    let steps = cap["steps"].as_array().unwrap();
+    assert!(steps.len() >= 2, "{cap:#}");
+    let best = steps
+        .iter()
+        .filter(|s| s["passed"] == true)
+        .filter_map(|s| s["offered_rate"].as_f64())
+        .fold(0.0, f64::max);
+    assert_eq!(cap["rate"].as_f64(), Some(best), "{cap:#}");
+    let verdict = cap["verdict"].as_str().unwrap();
+    assert!(
+        verdict.starts_with(&format!("capacity: >= {best:.0} req/s"))
+            && verdict.contains(&format!("interrupted after {} steps", steps.len())),
+        "{verdict}"
+    );
+    assert!(
+        stdout.contains(verdict),
+        "the verdict is printed:\n{stdout}"
+    );
+    assert!(v["timeline"].as_array().is_some_and(|r| r.len() >= 4));
+    assert_eq!(v["thresholds"][0]["ok"], true, "{v:#}");
+    assert_eq!(v["unresolved"], 0, "the drain resolved everything: {v:#}");
+    validate_report(&v);
     stop.cancel();
 }

@@ -4,6 +4,9 @@
 //! b. subscribers cut off by a proxy reconnect, and what they missed is counted as lost;
 //! c. subscribers over wss:// (TLS, verified against the test CA) get every message once too;
 //! d. split roles, as across pods: one publisher and two subscriber instances, no loss.
+//! a and b also check the per-second timeline (issue 10 test e for fan-out): the rows of the
+//! measured window add up exactly to the report's totals, the gauges follow the connections, the
+//! live `/report` carries the rows so far, and the HTML report charts them.
 
 use loadgen::config::{Config, Valid};
 use loadgen::report::Report;
@@ -108,6 +111,48 @@ fn validate_schema(r: &Report) {
     assert!(errors.is_empty(), "report violates the schema: {errors:?}");
 }
 
+/// The fan-out report's timeline; its rows of the measured window add up exactly to the totals
+/// (published, received, bytes, lost), one row per second, warm-up marked.
+fn assert_timeline_sums(r: &Report) -> &[loadgen::fanout::timeline::Row] {
+    let rows = r
+        .sections
+        .timeline
+        .as_ref()
+        .and_then(|t| t.deliveries())
+        .unwrap_or_else(|| panic!("a fan-out report has delivery rows: {:#?}", r.sections));
+    let sum = |f: fn(&loadgen::fanout::timeline::Row) -> u64| -> u64 {
+        rows.iter().filter(|x| !x.warmup).map(f).sum()
+    };
+    assert_eq!(sum(|x| x.published), r.sent, "published");
+    assert_eq!(sum(|x| x.received), dv(r).received, "received");
+    assert_eq!(sum(|x| x.bytes), dv(r).bytes_received, "bytes");
+    assert_eq!(sum(|x| x.lost), dv(r).lost, "lost");
+    let warm = rows.iter().filter(|x| x.warmup).count() as u64;
+    assert_eq!(
+        warm,
+        r.config["WARMUP_SEC"].as_u64().unwrap(),
+        "warm-up rows"
+    );
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.t, i as u64, "one row per second, in order");
+        if row.max_us > 0 {
+            assert!(
+                row.p50_us <= row.p90_us && row.p90_us <= row.p99_us && row.p99_us <= row.max_us,
+                "{row:?}"
+            );
+        }
+    }
+    rows
+}
+
+/// `data-points` of the chart `id` in an HTML report (0 when absent).
+fn chart_points(page: &str, id: &str) -> u64 {
+    let key = format!("id=\"{id}\" data-points=\"");
+    page.find(&key)
+        .and_then(|i| page[i + key.len()..].split('"').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 async fn get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
     match rr_common::http::get(&addr.to_string(), path, Duration::from_secs(2)).await {
         Ok((200, body)) => Some(body),
@@ -155,9 +200,26 @@ async fn a_two_thousand_ws_clients_receive_every_message_once() {
             "{name} missing in /metrics:\n{metrics}"
         );
     }
-    // GET /report: the report so far, with its delivery books and histograms
-    let live = get(port, "/report").await.expect("/report");
-    let live = loadgen::reporting::LoadedReport::from_text("/report", &live)
+    // GET /report: the report so far, with its delivery books, histograms and the timeline so
+    // far (a few seconds of it, every client connected)
+    wait_until_async(
+        Duration::from_secs(20),
+        "3 timeline rows in /report",
+        || async {
+            let text = get(port, "/report").await.unwrap_or_default();
+            serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| {
+                v["timeline"].as_array().is_some_and(|rows| {
+                    rows.len() >= 3
+                        && rows[2]["connections"] == 2000
+                        && rows[2]["published"] == 2000
+                })
+            })
+        },
+    )
+    .await
+    .expect("the live report carries the timeline so far");
+    let text = get(port, "/report").await.expect("/report");
+    let live = loadgen::reporting::LoadedReport::from_text("/report", &text)
         .expect("the live report carries its histograms");
     assert!(
         live.is_fanout() && live.value["clients"] == 2000,
@@ -170,7 +232,18 @@ async fn a_two_thousand_ws_clients_receive_every_message_once() {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("report.html");
     loadgen::reporting::run::write_html(&report, &page, None).expect("fan-out HTML report");
-    assert!(std::fs::read_to_string(&page).unwrap().contains("delivery"));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("delivery"));
+    // deliveries, loss and connections over time, and p50/p90/p99/max per second
+    for id in [
+        "chart-deliveries",
+        "chart-connections",
+        "chart-latency",
+        "chart-rates",
+    ] {
+        assert!(chart_points(&html, id) >= 20, "{id} has no data");
+    }
+    assert!(html.contains(">p90<"), "the latency chart has a p90 line");
     let json = serde_json::to_value(&report).unwrap();
     let back = loadgen::reporting::LoadedReport::from_value("report", json).unwrap();
     assert_eq!(back.latency.len(), dv(&report).received);
@@ -209,6 +282,20 @@ async fn a_two_thousand_ws_clients_receive_every_message_once() {
     assert_eq!(report.invalid, 0);
     assert_eq!(dv(&report).delivery_ratio, 1.0);
     assert_eq!(report.unresolved(), 0);
+    let rows = assert_timeline_sums(&report);
+    eprintln!("{}", loadgen::fanout::timeline::to_csv(rows));
+    // 1 s warm-up and 20 s of window at 2,000 msg/s, two deliveries per message
+    assert!(rows.len() >= 21, "{rows:#?}");
+    for row in &rows[..21] {
+        assert!(row.published.abs_diff(2000) <= 2, "{row:?}");
+        assert_eq!(row.received, 2 * row.published, "{row:?}");
+        assert_eq!((row.lost, row.disconnects), (0, 0), "{row:?}");
+        // (the last second's end may fall after the subscribers started to leave)
+        assert!(row.connections == 2000 || row.t == 20, "{row:?}");
+    }
+    // deliveries arrive every second (a tick late on a loaded machine folds two into one)
+    let with_latency = rows[..21].iter().filter(|r| r.p90_us > 0).count();
+    assert!(with_latency >= 18, "{rows:#?}");
     assert!(extra(&report, "bytes_received") >= expected * 512);
     let l = report.latency_us;
     assert!(
@@ -358,6 +445,15 @@ async fn b_cut_off_subscribers_reconnect_and_their_missed_messages_count_as_lost
     let ratio = dv(&report).delivery_ratio;
     assert!(ratio < 1.0 && ratio > 0.5, "{ratio}");
     assert_eq!(report.duplicates, 0);
+    // the timeline: the losses add up, the cut shows as 150 disconnects and fewer connections
+    let rows = assert_timeline_sums(&report);
+    assert_eq!(rows.iter().map(|x| x.disconnects).sum::<u64>(), 150);
+    assert!(rows.iter().map(|x| x.reconnects).sum::<u64>() >= 150);
+    assert!(
+        rows.iter().any(|x| x.connections < 300 && !x.warmup),
+        "a second ended with the proxied clients cut off: {rows:#?}"
+    );
+    assert!(rows.iter().filter(|x| !x.warmup).any(|x| x.lost > 0));
     validate_schema(&report);
 }
 

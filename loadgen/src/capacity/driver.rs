@@ -62,7 +62,18 @@ fn whole_seconds(d: Duration) -> u64 {
 }
 
 /// Runs `search` to its outcome.
-pub async fn run<P: Probe>(probe: &P, mut search: Search, timing: &Timing) -> Outcome {
+pub async fn run<P: Probe>(probe: &P, search: Search, timing: &Timing) -> Outcome {
+    run_observed(probe, search, timing, |_| {}).await
+}
+
+/// Runs `search` to its outcome; `observe` sees the search after every step and drain (what
+/// `GET /report` and an interrupted run report).
+pub async fn run_observed<P: Probe>(
+    probe: &P,
+    mut search: Search,
+    timing: &Timing,
+    mut observe: impl FnMut(&Search) + Send,
+) -> Outcome {
     let settle = timing.settle.as_secs() * NS_PER_S;
     let hold = whole_seconds(timing.hold);
     loop {
@@ -111,6 +122,7 @@ pub async fn run<P: Probe>(probe: &P, mut search: Search, timing: &Timing) -> Ou
                     lane_busy: busy,
                     worker_pool: pool,
                 });
+                observe(&search);
             }
             Action::Drain { rate } => {
                 let began = probe.now_ns();
@@ -142,6 +154,7 @@ pub async fn run<P: Probe>(probe: &P, mut search: Search, timing: &Timing) -> Ou
                     }
                 };
                 search.drained(recovered);
+                observe(&search);
             }
             Action::Done(outcome) => return outcome,
         }

@@ -2,17 +2,19 @@
 //! seconds of the timeline every lane has moved past (with the gauges of that moment), starts
 //! the capacity search next to the run once its clock runs (`SCENARIO=capacity`; the search ends
 //! the run with its answer), and at the end puts `timeline`, `capacity` and `thresholds` into the
-//! report and writes `TIMELINE_CSV`.
+//! report and writes `TIMELINE_CSV`. A search stopped before its answer (Ctrl-C) reports the
+//! steps it finished and a lower bound that says so; `GET /report` carries the same sections so
+//! far (the closed seconds, the steps done, the thresholds against the report so far).
 
 use super::config::CapacityConfig;
 use super::driver::{self, Timing};
 use super::probe::{LiveProbe, PoolReader};
-use super::search::{Outcome, Search, SearchParams};
+use super::search::{LimitedBy, Outcome, Search, SearchParams};
 use super::tally::Instrument;
 use super::thresholds::{report_value, Thresholds};
 use super::timeline::{to_csv, Sample, NS_PER_S};
 use crate::harness::{Finished, RunHook, RunState, Tick};
-use crate::report::Report;
+use crate::report::{Report, Timeline};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,7 +58,13 @@ pub struct CapacityHook {
     search: Option<SearchPlan>,
     task: Option<JoinHandle<()>>,
     outcome: Arc<Mutex<Option<Outcome>>>,
+    /// The search as of its last step (from before its first: no step yet).
+    progress: Option<Arc<Mutex<Search>>>,
     reconnects: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl CapacityHook {
@@ -67,6 +75,9 @@ impl CapacityHook {
         warmup_s: u64,
         search: Option<SearchPlan>,
     ) -> Self {
+        let progress = search
+            .as_ref()
+            .map(|p| Arc::new(Mutex::new(Search::new(p.params.clone()))));
         CapacityHook {
             run,
             state,
@@ -76,6 +87,7 @@ impl CapacityHook {
             search,
             task: None,
             outcome: Arc::default(),
+            progress,
             reconnects: 0,
         }
     }
@@ -95,10 +107,17 @@ impl CapacityHook {
         };
         let state = self.state.clone();
         let out = self.outcome.clone();
+        let progress = self.progress.clone();
         self.task = Some(tokio::spawn(async move {
-            let outcome = driver::run(&probe, Search::new(plan.params), &plan.timing).await;
+            let observe = move |s: &Search| {
+                if let Some(p) = &progress {
+                    *lock(p) = s.clone();
+                }
+            };
+            let search = Search::new(plan.params);
+            let outcome = driver::run_observed(&probe, search, &plan.timing, observe).await;
             eprintln!("{}", outcome.verdict);
-            *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+            *lock(&out) = Some(outcome);
             state.end_now();
         }));
     }
@@ -161,16 +180,41 @@ impl RunHook for CapacityHook {
                     Err(e) => eprintln!("error: cannot write TIMELINE_CSV {}: {e}", path.display()),
                 }
             }
-            report.sections.timeline = Some(rows);
+            report.sections.timeline = Some(Timeline::Requests(rows));
         }
-        if let Some(o) = self
-            .outcome
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            report.sections.capacity = Some(o);
+        let outcome = lock(&self.outcome).take();
+        report.sections.capacity = match (outcome, &self.progress) {
+            (Some(o), _) => Some(o),
+            // stopped before the search had its answer: the steps done, a lower bound
+            (None, Some(p)) => {
+                let o = lock(p).so_far(LimitedBy::Interrupted);
+                eprintln!("{}", o.verdict);
+                Some(o)
+            }
+            (None, None) => None,
+        };
+        self.judge(report);
+    }
+
+    fn on_live_report(&self, report: &mut Report) {
+        if let Some(run) = &self.run {
+            // the seconds closed so far (their counts grow while their requests resolve)
+            let mut rows = run.timeline.rows(self.warmup_s);
+            rows.truncate(run.timeline.closed() as usize);
+            report.sections.timeline = Some(Timeline::Requests(rows));
         }
+        report.sections.capacity = lock(&self.outcome).clone().or_else(|| {
+            self.progress
+                .as_ref()
+                .map(|p| lock(p).so_far(LimitedBy::Running))
+        });
+        self.judge(report);
+    }
+}
+
+impl CapacityHook {
+    /// `THRESHOLDS` against the report (the final one, or the one so far).
+    fn judge(&self, report: &mut Report) {
         if !self.thresholds.is_empty() {
             let value = serde_json::to_value(&*report).unwrap_or_default();
             report.sections.thresholds =

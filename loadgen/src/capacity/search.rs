@@ -87,6 +87,10 @@ pub enum LimitedBy {
     Match,
     Generator,
     MaxRate,
+    /// The search has not ended yet (`GET /report` of a running search): a lower bound so far.
+    Running,
+    /// The run was stopped (Ctrl-C, SIGTERM) before the search ended: a lower bound.
+    Interrupted,
 }
 
 /// One row of the report's `capacity.steps`.
@@ -140,6 +144,7 @@ enum State {
     Finished(Box<Outcome>),
 }
 
+#[derive(Clone)]
 pub struct Search {
     p: SearchParams,
     state: State,
@@ -173,6 +178,42 @@ impl Search {
 
     pub fn steps(&self) -> &[StepRow] {
         &self.steps
+    }
+
+    /// The answer so far of a search that has not ended (`why`: [`LimitedBy::Running`] or
+    /// [`LimitedBy::Interrupted`]): the last good rate as a lower bound, the steps done, and
+    /// the first failure if one is known; the answer itself once the search has ended.
+    pub fn so_far(&self, why: LimitedBy) -> Outcome {
+        if let State::Finished(o) = &self.state {
+            return (**o).clone();
+        }
+        let n = self.steps.len();
+        let what = match why {
+            LimitedBy::Running => format!("the search is still running, {n} steps so far"),
+            _ => format!("interrupted after {n} steps, before the search ended"),
+        };
+        let mut verdict = match self.good {
+            Some((g, i)) => {
+                let r = &self.steps[i];
+                format!(
+                    "capacity: >= {g:.0} req/s (p99 {}, match {:.5}; a lower bound: {what})",
+                    ms(r.result.p99_us),
+                    r.match_rate
+                )
+            }
+            None => format!("capacity: no answer yet (no step met the SLO; {what})"),
+        };
+        if let Some((f, i)) = self.failed {
+            let w = self.steps[i].failure.clone().unwrap_or_default();
+            verdict.push_str(&format!("; first failure {f:.0} req/s: {w}"));
+        }
+        Outcome {
+            rate: self.resting_rate(),
+            limited_by: why,
+            lower_bound: true,
+            verdict,
+            steps: self.steps.clone(),
+        }
     }
 
     /// The rate to hold between steps: the last good one (0 before any step passed).

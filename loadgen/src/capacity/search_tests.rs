@@ -273,3 +273,52 @@ fn recovery_is_judged_on_the_answers_arriving() {
     assert!(!s.recovered(0, 0, 300.0)); // nothing arrives: not yet
     assert!(s.recovered(0, 0, 0.0)); // resting at 0: quiet is recovered
 }
+
+#[test]
+fn a_search_that_has_not_ended_reports_a_lower_bound_so_far() {
+    let sys = system(300.0);
+    let mut s = Search::new(params());
+    let o = s.so_far(LimitedBy::Interrupted);
+    assert_eq!((o.rate, o.lower_bound, o.steps.len()), (0.0, true, 0));
+    assert!(
+        o.verdict
+            .starts_with("capacity: no answer yet (no step met the SLO; interrupted after 0 steps"),
+        "{}",
+        o.verdict
+    );
+    // 100 and 150 pass
+    for _ in 0..2 {
+        let Action::Step { rate } = s.next() else {
+            panic!()
+        };
+        s.record(sys(rate));
+    }
+    let o = s.so_far(LimitedBy::Running);
+    assert_eq!(o.limited_by, LimitedBy::Running);
+    assert_eq!((o.rate, o.steps.len()), (150.0, 2));
+    assert_eq!(
+        o.verdict,
+        "capacity: >= 150 req/s (p99 9.0 ms, match 1.00000; a lower bound: the search is still running, 2 steps so far)"
+    );
+    // 225 passes, 337.5 fails: the first failure is known, the bisection is not done
+    for _ in 0..2 {
+        let Action::Step { rate } = s.next() else {
+            panic!()
+        };
+        s.record(sys(rate));
+    }
+    let o = s.so_far(LimitedBy::Interrupted);
+    assert_eq!((o.rate, o.limited_by), (225.0, LimitedBy::Interrupted));
+    assert!(
+        o.verdict
+            .contains("a lower bound: interrupted after 4 steps")
+            && o.verdict
+                .contains("; first failure 338 req/s: p99 212.0 ms > 50 ms"),
+        "{}",
+        o.verdict
+    );
+    // an ended search reports its answer
+    let (done, _) = drive(&mut s, sys);
+    assert_eq!(s.so_far(LimitedBy::Interrupted), done);
+    assert!(!done.lower_bound);
+}

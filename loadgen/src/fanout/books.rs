@@ -90,6 +90,13 @@ impl Subjects {
         )
     }
 
+    /// Not stamped at or after the window's end (messages of split roles can be).
+    #[inline]
+    pub fn before_end(&self, ts_ns: u64) -> bool {
+        let t1 = self.t1.load(Ordering::Acquire);
+        t1 == UNSET || ts_ns < t1
+    }
+
     #[inline]
     pub fn in_window(&self, ts_ns: u64) -> bool {
         let (t0, t1) = self.window();

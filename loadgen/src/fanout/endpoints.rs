@@ -206,8 +206,8 @@ mod tests {
         let live = Arc::new(Live::new(10, 5, "both"));
         live.c.connections.fetch_add(3, Ordering::Relaxed);
         add(&live.c.received, 4);
-        live.lat.record(3, 1500, true);
-        live.lat.record(4, 700, false);
+        live.lat.record(3, 1500, true, |_| {});
+        live.lat.record(4, 700, false, |_| {});
         let run = Arc::new(RunState::new(
             "fanout",
             "t".into(),

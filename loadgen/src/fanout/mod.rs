@@ -18,6 +18,7 @@ mod payload;
 mod publisher;
 mod stats;
 mod subscriber;
+pub mod timeline;
 
 pub use config::Role;
 pub use limits::OsLimits;
@@ -121,6 +122,13 @@ impl Fanout {
     }
 }
 
+impl Fanout {
+    /// The hook that keeps the per-second timeline (`TIMELINE_CSV`: its CSV too).
+    pub(crate) fn timeline_hook(&self, csv: Option<std::path::PathBuf>) -> timeline::TimelineHook {
+        timeline::TimelineHook::new(self.live.clone(), self.cfg.warmup_sec, csv)
+    }
+}
+
 impl Scenario for Fanout {
     type Live = FanoutEndpoints;
 
@@ -218,6 +226,10 @@ impl Scenario for Fanout {
         self.started = true;
         let mark = self.cpu_mark.clone();
         let warmup = clock.warmup;
+        // t = 0 on the payload clock: the timeline's seconds, and the window opens at a whole
+        // second of them (WARMUP_SEC)
+        let epoch_ns = self.clock.ns_at(clock.epoch);
+        self.live.seconds.set_epoch(epoch_ns, warmup.as_secs());
         self.cpu_task = Some(tokio::spawn(async move {
             tokio::time::sleep_until((clock.epoch + warmup).into()).await;
             if let Some(cpu) = stats::process_cpu_seconds() {
@@ -239,6 +251,7 @@ impl Scenario for Fanout {
                     &self.cfg.connect,
                 ),
                 prefix: self.cfg.fanout.subject_prefix.clone(),
+                epoch: clock.epoch,
                 warmup,
                 duration: clock.duration,
             };
@@ -249,7 +262,7 @@ impl Scenario for Fanout {
             )));
         } else {
             self.subjects
-                .set_window_times(Some(self.clock.now_ns() + warmup.as_nanos() as u64), None);
+                .set_window_times(Some(epoch_ns + warmup.as_nanos() as u64), None);
         }
     }
 
@@ -341,6 +354,16 @@ impl Scenario for Fanout {
             t1.saturating_sub(t0) as f64 / 1e9
         };
         let duration_s = (duration_s * 1000.0).round() / 1000.0;
+        if tail > 0 && t1 != UNSET && t1 > t0 {
+            // the tail in the timeline: in the window's last second
+            let sec = self.live.seconds.of(t1 - 1).unwrap_or(0);
+            let last = sec.max(self.live.seconds.first_window());
+            let c = timeline::Counts {
+                lost: tail,
+                ..timeline::Counts::default()
+            };
+            self.live.lat.count_at(last, &c);
+        }
         let sent = get(&c.published_window);
         let received = get(&c.received_window);
         let lost = get(&c.lost_window) + tail;

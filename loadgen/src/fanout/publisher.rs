@@ -63,7 +63,9 @@ pub struct Schedule {
     /// Encodes the messages for the links' transport.
     pub encoder: Encoder,
     pub prefix: String,
-    /// The window opens this long after the first message.
+    /// t = 0 of the run: the schedule (and the timeline's seconds) start here.
+    pub epoch: Instant,
+    /// The window opens this long after t = 0 (whole seconds).
     pub warmup: Duration,
     /// The window lasts this long; `None` until `end` is cancelled.
     pub duration: Option<Duration>,
@@ -107,8 +109,15 @@ pub async fn run_schedule(sch: Schedule, links: Vec<Arc<Link>>, end: Cancellatio
     let mut ok = vec![false; n_links];
     let ns_per_msg = 1e9 / plan.publish_rate;
     let offset = |k: u64| (k as f64 * ns_per_msg) as u64;
-    let start = Instant::now();
+    let start = sch.epoch;
     let start_ns = sch.clock.ns_at(start);
+    // messages published per second of the run, handed to the timeline once per tick
+    let mut per_second: Option<(u64, u64)> = None;
+    let flush = |p: &mut Option<(u64, u64)>| {
+        if let Some((sec, n)) = p.take() {
+            sch.live.lat.count(0, |r| r.at(sec).published += n);
+        }
+    };
     let t0_off = sch.warmup.as_nanos() as u64;
     let t1_off = sch.duration.map_or(UNSET, |d| t0_off + d.as_nanos() as u64);
     let mut opened = false;
@@ -175,11 +184,20 @@ pub async fn run_schedule(sch: Schedule, links: Vec<Arc<Link>>, end: Cancellatio
                 .publish(&mut bufs[j], topics.get(subject), &payload, 0);
             counts[j] += 1;
             add(&c.published, 1);
+            let sec = off / super::timeline::NS_PER_S;
+            match &mut per_second {
+                Some((s, n)) if *s == sec => *n += 1,
+                p => {
+                    flush(p);
+                    *p = Some((sec, 1));
+                }
+            }
             if in_window {
                 add(&c.published_window, 1);
                 add(&c.expected_window, u64::from(subscribers));
             }
         }
+        flush(&mut per_second);
         if k > first_due && opened {
             sch.live
                 .lat

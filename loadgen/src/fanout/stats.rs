@@ -1,7 +1,9 @@
 //! Live fan-out counters and latency histograms: hot paths bump relaxed atomics and record into
-//! a few sharded histograms; readers (`endpoints.rs`: the harness's tick and progress line,
-//! `/metrics` and `/stats`) merge them.
+//! a few sharded histograms (and, under the same lock, the per-second counts of the timeline);
+//! readers (`endpoints.rs`: the harness's tick and progress line, `/metrics` and `/stats`; the
+//! timeline's tick) merge them.
 
+use super::timeline::{self, Counts, Gauges, Recent, RunSeconds};
 use hdrhistogram::Histogram;
 use rr_common::stats::{new_histogram, record_us, BucketTotals, Summary};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -52,6 +54,8 @@ pub fn get(c: &AtomicU64) -> u64 {
 struct Pending {
     all: Histogram<u64>,
     window: Histogram<u64>,
+    /// Timeline counts of the seconds seen since the last collection.
+    secs: Recent,
 }
 
 struct Merged {
@@ -63,6 +67,10 @@ struct Merged {
     window: Histogram<u64>,
     /// Publisher schedule lag in the window.
     lag: Histogram<u64>,
+    /// Since the timeline last sampled a second.
+    second: Histogram<u64>,
+    /// The timeline's counts, by second of the run.
+    secs: Vec<Counts>,
 }
 
 /// Latency recorders.
@@ -79,6 +87,7 @@ impl Default for Latency {
                     Mutex::new(Pending {
                         all: new_histogram(),
                         window: new_histogram(),
+                        secs: Recent::default(),
                     })
                 })
                 .collect(),
@@ -87,6 +96,8 @@ impl Default for Latency {
                 interval: new_histogram(),
                 window: new_histogram(),
                 lag: new_histogram(),
+                second: new_histogram(),
+                secs: Vec::new(),
             }),
         }
     }
@@ -97,13 +108,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Latency {
+    /// Records a delivery's latency; `count` adds its timeline counts under the same lock.
     #[inline]
-    pub fn record(&self, shard: usize, us: u64, in_window: bool) {
+    pub fn record(&self, shard: usize, us: u64, in_window: bool, count: impl FnOnce(&mut Recent)) {
         let mut p = lock(&self.shards[shard % SHARDS]);
         record_us(&mut p.all, us);
         if in_window {
             record_us(&mut p.window, us);
         }
+        count(&mut p.secs);
+    }
+
+    /// Adds timeline counts (the publisher's, a few per tick).
+    pub fn count(&self, shard: usize, count: impl FnOnce(&mut Recent)) {
+        count(&mut lock(&self.shards[shard % SHARDS]).secs);
+    }
+
+    /// Adds `c` to second `sec` of the timeline directly (the tail, at the end).
+    pub fn count_at(&self, sec: u64, c: &Counts) {
+        timeline::add_at(&mut lock(&self.merged).secs, sec, c);
     }
 
     pub fn record_lag(&self, us: u64) {
@@ -118,13 +141,30 @@ impl Latency {
             if !p.all.is_empty() {
                 let _ = m.total.add(&p.all);
                 let _ = m.interval.add(&p.all);
+                let _ = m.second.add(&p.all);
                 p.all.reset();
             }
             if !p.window.is_empty() {
                 let _ = m.window.add(&p.window);
                 p.window.reset();
             }
+            p.secs.move_into(&mut m.secs);
         }
+    }
+
+    /// Latency of what arrived since the last call (the timeline's second).
+    pub fn take_second(&self) -> Summary {
+        self.collect();
+        let mut m = lock(&self.merged);
+        let s = Summary::of(&m.second);
+        m.second.reset();
+        s
+    }
+
+    /// The timeline's counts so far, by second.
+    pub fn seconds(&self) -> Vec<Counts> {
+        self.collect();
+        lock(&self.merged).secs.clone()
     }
 
     /// Summary since the last call (for the progress line).
@@ -157,10 +197,21 @@ impl Latency {
     }
 }
 
+/// The timeline's gauges, by second, and the counters at the last sample.
+#[derive(Default)]
+struct Sampled {
+    gauges: Vec<Gauges>,
+    disconnects: u64,
+    reconnects: u64,
+}
+
 /// Everything the hot paths count and the endpoints read.
 pub struct Live {
     pub c: Counters,
     pub lat: Latency,
+    /// Which second of the run a stamp falls in.
+    pub seconds: RunSeconds,
+    sampled: Mutex<Sampled>,
     pub clients: u64,
     pub subjects: u64,
     pub role: &'static str,
@@ -171,6 +222,8 @@ impl Live {
         Live {
             c: Counters::default(),
             lat: Latency::default(),
+            seconds: RunSeconds::default(),
+            sampled: Mutex::default(),
             clients,
             subjects,
             role,
@@ -179,6 +232,42 @@ impl Live {
 
     pub fn connections(&self) -> u64 {
         self.c.connections.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// The tick at the end of second `sec`: its gauges, and the latency of what arrived since
+    /// the previous sample (seconds the tick skipped keep the connection count, no latency).
+    pub fn sample_second(&self, sec: u64) {
+        let lat = self.lat.take_second();
+        let (d, r) = (get(&self.c.disconnects), get(&self.c.reconnects));
+        let connections = self.connections();
+        let mut s = lock(&self.sampled);
+        let i = sec as usize;
+        if s.gauges.len() <= i {
+            s.gauges.resize(i + 1, Gauges::default());
+        }
+        for g in s.gauges.iter_mut().filter(|g| !g.sampled) {
+            g.sampled = true;
+            g.connections = connections;
+        }
+        let g = Gauges {
+            sampled: true,
+            connections,
+            disconnects: d.saturating_sub(s.disconnects),
+            reconnects: r.saturating_sub(s.reconnects),
+            p50_us: lat.p50,
+            p90_us: lat.p90,
+            p99_us: lat.p99,
+            max_us: lat.max,
+        };
+        s.gauges[i] = g;
+        s.disconnects = d.max(s.disconnects);
+        s.reconnects = r.max(s.reconnects);
+    }
+
+    /// The timeline so far: counts and gauges by second.
+    pub fn timeline(&self) -> (Vec<Counts>, Vec<Gauges>) {
+        let counts = self.lat.seconds();
+        (counts, lock(&self.sampled).gauges.clone())
     }
 }
 

@@ -179,7 +179,28 @@ fn account(
                     0
                 }
             };
-            ctx.live.lat.record(shard, us, in_window);
+            // the timeline: this delivery in the second its message was published, a loss in
+            // the second of the message that revealed it (a window loss in a window second)
+            let live = &ctx.live;
+            let sec = live
+                .seconds
+                .of(m.ts_ns)
+                .filter(|_| ctx.subjects.before_end(m.ts_ns));
+            live.lat.record(shard, us, in_window, |secs| {
+                if let Some(s) = sec {
+                    let row = secs.at(s);
+                    row.received += 1;
+                    row.bytes += len;
+                    if !in_window {
+                        row.lost += lost - lost_in_window;
+                    }
+                }
+                if lost_in_window > 0 {
+                    let s = sec.filter(|_| in_window);
+                    secs.at(s.unwrap_or_else(|| live.seconds.first_window()))
+                        .lost += lost_in_window;
+                }
+            });
         }
         Verdict::Duplicate => add(&c.duplicates, 1),
         Verdict::Early => {}

@@ -24,7 +24,9 @@ mod ticker;
 
 pub use drain::{drain, DrainRule, Drained, Outstanding};
 pub use phase::{Phase, PhaseCell};
-pub use scenario::{Finished, Live, RunClock, RunHook, Sample, Scenario, Stop, Tick, Words};
+pub use scenario::{
+    lock_hooks, Finished, Hooks, Live, RunClock, RunHook, Sample, Scenario, Stop, Tick, Words,
+};
 pub use state::{Recent, RunState};
 
 use crate::config::Config;
@@ -55,9 +57,16 @@ pub async fn run<S: Scenario>(
     let stop_all = CancellationToken::new();
     let _stop_on_return = stop_all.clone().drop_guard();
     let addr = cfg.http.socket();
+    let hooks: Hooks = Arc::new(std::sync::Mutex::new(hooks));
     let so_far = {
-        let (cfg, state, live) = (cfg.clone(), state.clone(), live.clone());
-        move || report(&cfg, &state, &live.so_far())
+        let (cfg, state, live, hooks) = (cfg.clone(), state.clone(), live.clone(), hooks.clone());
+        move || {
+            let mut r = report(&cfg, &state, &live.so_far());
+            for h in lock_hooks(&hooks).iter() {
+                h.on_live_report(&mut r);
+            }
+            r
+        }
     };
     let served = Arc::new(WithReport::new(live.clone(), so_far));
     let http_addr = rr_common::http::serve(addr, served, stop_all.clone())
@@ -72,7 +81,7 @@ pub async fn run<S: Scenario>(
         state.clone(),
         live.clone(),
         cfg.progress_sec,
-        hooks,
+        hooks.clone(),
         tick_done.clone(),
     ));
 
@@ -111,11 +120,11 @@ pub async fn run<S: Scenario>(
     }
     let fin = scenario.finish().await?;
     tick_done.cancel();
-    let mut hooks = ticker
+    ticker
         .await
         .map_err(|e| LoadgenError::Internal(format!("tick task: {e}")))?;
     let mut report = report(cfg, &state, &fin);
-    for h in hooks.iter_mut() {
+    for h in lock_hooks(&hooks).iter_mut() {
         h.on_report(&mut report, &fin);
     }
     state.phase.advance(Phase::Done);

@@ -129,6 +129,16 @@ pub trait RunHook: Send + 'static {
     fn on_tick(&mut self, _tick: &Tick<'_>) {}
     /// Before the report is returned: add sections from the books.
     fn on_report(&mut self, _report: &mut Report, _books: &Finished) {}
+    /// `GET /report` while the run goes: add the sections known so far.
+    fn on_live_report(&self, _report: &mut Report) {}
+}
+
+/// The run's hooks, shared by the tick, `GET /report` and the end of the run.
+pub type Hooks = std::sync::Arc<std::sync::Mutex<Vec<Box<dyn RunHook>>>>;
+
+/// Locks the hooks (a hook that panicked leaves them usable).
+pub fn lock_hooks(h: &Hooks) -> std::sync::MutexGuard<'_, Vec<Box<dyn RunHook>>> {
+    h.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One tick, as hooks see it.

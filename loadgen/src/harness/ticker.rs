@@ -3,20 +3,20 @@
 //! or a load profile reads the books), and prints the progress line every `PROGRESS_SEC`.
 //! Once the schedule has started, ticks fall on whole seconds of the run's clock.
 
-use super::scenario::{Live, RunHook, Sample, Tick};
+use super::scenario::{lock_hooks, Hooks, Live, Sample, Tick};
 use super::state::{Recent, RunState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Runs until `done`; gives the hooks back.
+/// Runs until `done`.
 pub(super) async fn run<L: Live + ?Sized>(
     state: Arc<RunState>,
     live: Arc<L>,
     progress_sec: u64,
-    mut hooks: Vec<Box<dyn RunHook>>,
+    hooks: Hooks,
     done: CancellationToken,
-) -> Vec<Box<dyn RunHook>> {
+) {
     let mut last = (Instant::now(), live.sample());
     let mut printed = last;
     let mut ticks = 0u64;
@@ -31,7 +31,7 @@ pub(super) async fn run<L: Live + ?Sized>(
             }
         };
         tokio::select! {
-            _ = done.cancelled() => return hooks,
+            _ = done.cancelled() => return,
             _ = tokio::time::sleep_until(next.into()) => {}
         }
         ticks += 1;
@@ -58,7 +58,7 @@ pub(super) async fn run<L: Live + ?Sized>(
             sample: &sample,
             state: &state,
         };
-        for h in hooks.iter_mut() {
+        for h in lock_hooks(&hooks).iter_mut() {
             h.on_tick(&tick);
         }
         if progress_sec > 0 && ticks.is_multiple_of(progress_sec) {

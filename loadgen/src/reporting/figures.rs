@@ -92,6 +92,7 @@ fn over_time(r: &LoadedReport, all: &[Row], out: &mut Vec<Figure>) {
     let mut marks = Vec::new();
     let mut legend = Vec::new();
     for (name, label, color) in [
+        ("disconnects", "disconnects", charts::PURPLE),
         ("reconnects", "reconnect", charts::RED),
         ("publish_errors", "publish errors", charts::ORANGE),
     ] {
@@ -132,7 +133,13 @@ fn over_time(r: &LoadedReport, all: &[Row], out: &mut Vec<Figure>) {
     ));
     c.series
         .push(Series::new("sent", charts::BLUE, col(&rows, "sent", 1.0)));
-    if !fanout {
+    if fanout {
+        c.series.push(Series::new(
+            "published",
+            charts::BLUE,
+            col(&rows, "published", 1.0),
+        ));
+    } else {
         c.series.push(Series::new(
             "matched",
             charts::GREEN,
@@ -147,8 +154,23 @@ fn over_time(r: &LoadedReport, all: &[Row], out: &mut Vec<Figure>) {
     c.series.retain(|s| !s.points.is_empty());
     c.legend = Legend::LowerRight;
     marked(&mut c);
-    push(out, c, format!("Offered load against what was sent{}, per second of the run; vertical lines mark seconds with reconnects or publish errors.{warm_note}{each}",
-        if fanout { "" } else { ", matched and timed out" }));
+    push(
+        out,
+        c,
+        format!(
+            "{}, per second of the run; vertical lines mark seconds with {}.{warm_note}{each}",
+            if fanout {
+                "Messages published (by second of publication)"
+            } else {
+                "Offered load against what was sent, matched and timed out"
+            },
+            if fanout {
+                "disconnects, reconnects or publish errors"
+            } else {
+                "reconnects or publish errors"
+            }
+        ),
+    );
 
     if fanout {
         let mut c = Chart::new(
@@ -167,7 +189,7 @@ fn over_time(r: &LoadedReport, all: &[Row], out: &mut Vec<Figure>) {
         c.series.retain(|s| !s.points.is_empty());
         c.legend = Legend::MiddleRight;
         marked(&mut c);
-        push(out, c, format!("Messages delivered to subscribers and messages lost (sequence gaps), per second.{warm_note}{each}"));
+        push(out, c, format!("Deliveries to subscribers and deliveries lost (sequence gaps; the tail that never arrived in the window's last second), by second of publication.{warm_note}{each}"));
         let mut c = Chart::new(
             "chart-connections",
             "Subscriber connections",
@@ -184,7 +206,7 @@ fn over_time(r: &LoadedReport, all: &[Row], out: &mut Vec<Figure>) {
         push(
             out,
             c,
-            format!("WebSocket subscriber connections up.{each}"),
+            format!("WebSocket subscriber connections up at the end of each second; vertical lines mark seconds with disconnects or reconnects.{each}"),
         );
     }
 

@@ -48,9 +48,12 @@ pub const COLUMNS: &[Column] = &[
     col("inflight", &[], Combine::Sum),
     col("active_clients", &[], Combine::Sum),
     col("target_rate", &[], Combine::Sum),
+    col("published", &[], Combine::Sum),
     col("received", &["deliveries", "delivered"], Combine::Sum),
+    col("bytes", &["bytes_received"], Combine::Sum),
     col("lost", &[], Combine::Sum),
     col("connections", &[], Combine::Sum),
+    col("disconnects", &[], Combine::Sum),
     col("p50_us", &["p50", "latency_p50_us"], Combine::Max),
     col("p90_us", &["p90", "latency_p90_us"], Combine::Max),
     col("p99_us", &["p99", "latency_p99_us"], Combine::Max),
@@ -278,14 +281,14 @@ mod tests {
         let a = rows_of(
             &[
                 json!({"t": 0, "sent": 5, "p99_us": 100, "worker_pool": 10}),
-                json!({"t": 1, "sent": 6, "p99_us": 300, "worker_pool": 10}),
+                json!({"t": 1, "sent": 6, "p90_us": 90, "p99_us": 300, "worker_pool": 10}),
             ],
             Some(1_000_000),
         );
         // b started one second later
         let b = rows_of(
             &[
-                json!({"t": 0, "sent": 7, "p99_us": 200, "worker_pool": 10}),
+                json!({"t": 0, "sent": 7, "p90_us": 150, "p99_us": 200, "worker_pool": 10}),
                 json!({"t": 1, "sent": 8, "p99_us": 50, "worker_pool": 12}),
             ],
             Some(1_001_000),
@@ -312,6 +315,9 @@ mod tests {
             ]
         );
         assert_eq!(m[2].get("worker_pool"), Some(12.0));
+        // p90 per second travels like p50/p99: the highest instance's (an upper bound)
+        assert_eq!(m[1].get("p90_us"), Some(150.0));
+        assert_eq!(m[0].get("p90_us"), None, "no instance had it in that second");
         assert_eq!(m[1].get("worker_pool"), Some(10.0), "not double counted");
     }
 
