@@ -185,7 +185,7 @@ pub fn check_report_page(page: &Path, png: &Path) -> Vec<(String, u64, usize)> {
     for (id, n, lines) in &charts {
         assert!(*n > 0 && *lines > 0, "{id}: {n} points, {lines} lines");
     }
-    screenshot(page, png, 3400);
+    screenshot(page, png, 4400);
     charts
 }
 
@@ -249,7 +249,8 @@ async fn a_real_run_writes_an_html_report_that_renders_offline() {
             ("INTERVAL_MS", "1000".into()),
             ("CONNECTIONS", "4".into()),
             ("WARMUP_SEC", "1".into()),
-            ("DURATION_SEC", "5".into()),
+            ("DURATION_SEC", "10".into()),
+            ("THRESHOLDS", "p99<100ms,match>=0.999".into()),
             ("METRICS_PORT", "0".into()),
             ("METRICS_ADDR", "127.0.0.1".into()),
             ("PROGRESS_SEC", "0".into()),
@@ -274,6 +275,17 @@ async fn a_real_run_writes_an_html_report_that_renders_offline() {
     );
     let charts = check_report_page(&page, &dir.join("real-run.png"));
     let ids: Vec<&str> = charts.iter().map(|c| c.0.as_str()).collect();
-    assert!(ids.contains(&"chart-percentiles"), "{ids:?}");
+    // the timeline's charts (rates, p50/p90/p99/max per second, in flight, the worker pool) and
+    // the percentile distribution, each with data
+    for id in [
+        "chart-rates",
+        "chart-latency",
+        "chart-inflight",
+        "chart-workers",
+        "chart-percentiles",
+    ] {
+        assert!(ids.contains(&id), "{id} missing: {ids:?}");
+    }
+    assert!(std::fs::read_to_string(&page).unwrap().contains(">p90<"));
     println!("report screenshot: {}", dir.join("real-run.png").display());
 }

@@ -317,7 +317,11 @@ mod tests {
         assert_eq!(m[2].get("worker_pool"), Some(12.0));
         // p90 per second travels like p50/p99: the highest instance's (an upper bound)
         assert_eq!(m[1].get("p90_us"), Some(150.0));
-        assert_eq!(m[0].get("p90_us"), None, "no instance had it in that second");
+        assert_eq!(
+            m[0].get("p90_us"),
+            None,
+            "no instance had it in that second"
+        );
         assert_eq!(m[1].get("worker_pool"), Some(10.0), "not double counted");
     }
 
