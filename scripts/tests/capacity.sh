@@ -53,6 +53,12 @@ for chart in ("chart-capacity", "chart-rates", "chart-latency", "chart-percentil
 if not svg.lstrip().startswith("<svg") or "capacity 1000 req/s" not in svg:
     problems.append("capacity.svg is not the capacity plot marking 1000 req/s")
 if not r.get("timeline"): problems.append("no timeline")
+# what the search's profile planned is what the generator offered: per second, and the report's rate
+window = [x for x in r.get("timeline", []) if not x["warmup"]]
+plan, offered = sum(x["target_rate"] for x in window), sum(x["offered"] for x in window)
+if abs(plan - offered) > 0.02 * offered + 10: problems.append(f"timeline plan {plan:.0f} vs offered {offered}")
+if abs(r["offered_rate"] * r["duration_s"] - r["sent"]) > 0.03 * r["sent"] + 10:
+    problems.append(f"offered_rate {r['offered_rate']:.1f}/s over {r['duration_s']} s vs sent {r['sent']}")
 if problems: print("\n".join(problems))
 sys.exit(1 if problems else 0)
 PY

@@ -116,12 +116,14 @@ impl Profile {
         }
         let first = self.segs.first().map_or(u64::MAX, |s| s.from);
         let mut sum = self.initial * (b.min(first).saturating_sub(a)) as f64;
-        for s in &self.segs {
+        for (i, s) in self.segs.iter().enumerate() {
             sum += s.integral(a, b);
-        }
-        let last = self.end().max(a);
-        if !self.segs.is_empty() && b > last {
-            sum += self.at(last) * (b - last) as f64;
+            // the hold after its ramp, until the next segment starts (the last: for ever)
+            let until = self.segs.get(i + 1).map_or(u64::MAX, |n| n.from);
+            let (x, y) = (a.max(s.to), b.min(until));
+            if y > x {
+                sum += s.end * (y - x) as f64;
+            }
         }
         sum
     }
@@ -239,6 +241,15 @@ mod tests {
         // after the end the last target holds
         assert!((p.integral(20 * S, 30 * S) / S as f64 - 1000.0).abs() < 1e-6);
         assert_eq!(Profile::constant(7.0).integral(0, 2 * S), 14.0 * S as f64);
+        // steps (as the capacity search sets them) hold between their changes
+        let mut p = Profile::constant(0.0);
+        p.set_from(S, 10.0, 0);
+        p.set_from(3 * S, 20.0, 0);
+        p.set_from(4 * S, 5.0, 2 * S);
+        assert!((p.integral(0, 4 * S) / S as f64 - 40.0).abs() < 1e-6);
+        assert!((p.integral(2 * S, 3 * S) / S as f64 - 10.0).abs() < 1e-6);
+        // the ramp 20 → 5 over 2 s, then 5 held
+        assert!((p.integral(4 * S, 8 * S) / S as f64 - (25.0 + 10.0)).abs() < 1e-6);
     }
 
     #[test]

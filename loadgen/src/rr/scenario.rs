@@ -306,6 +306,12 @@ impl Scenario for Rr {
         }
         let stop = self.stop_at.load(Relaxed);
         if stop != u64::MAX {
+            // a profile (STAGES, a capacity search) plans nothing after the stop, so the
+            // timeline's seconds of the drain show no target
+            let vc = f64::from(self.cfg.rr.virtual_clients);
+            if !self.instrument.profile.get().always_at_least(vc) {
+                self.instrument.set_rate_from(stop, 0.0);
+            }
             // nothing due after the stop is sent: wait until the lanes are past it
             if let Some(e) = self.epoch {
                 tokio::time::sleep_until((e + Duration::from_nanos(stop)).into()).await;
