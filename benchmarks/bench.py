@@ -48,10 +48,12 @@ COMMITTED = ROOT / "benchmarks" / "results"
 RESULTS = Path(os.environ.get("RESULTS_DIR") or COMMITTED)
 QUICK = os.environ.get("QUICK", "0") not in ("", "0")
 REPEAT = int(os.environ.get("REPEAT") or 3)
-ALL = ["pub", "rr", "ceiling", "latency", "nats"] + ([] if QUICK else ["memory"])
+ALL = ["pub", "rr", "ceiling", "latency", "nats", "kafka"] + ([] if QUICK else ["memory"])
 SCENARIOS = [s for s in (os.environ.get("SCENARIOS") or ",".join(ALL)).split(",") if s]
 MOSQUITTO = os.environ.get("MOSQUITTO") or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 NATS_SERVER = os.environ.get("NATS_SERVER") or shutil.which("nats-server") or "/usr/sbin/nats-server"
+TANSU = (os.environ.get("TANSU_BIN") or shutil.which("tansu")
+         or str(Path(os.environ.get("CARGO_HOME") or Path.home() / ".cargo") / "bin" / "tansu"))
 ECHO_PAIR = Path(os.environ.get("ECHO_PAIR") or BIN / "examples" / "echo_pair")
 CLK = os.sysconf("SC_CLK_TCK")
 PREFIX = "benchmark-quick" if QUICK else "benchmark"
@@ -59,7 +61,7 @@ PREFIX = "benchmark-quick" if QUICK else "benchmark"
 # Durations (seconds): warm-up excluded from loadgen's statistics, then the measured window.
 WARMUP = 3
 DUR = {"pub": 10 if QUICK else 15, "rr": 10 if QUICK else 15, "ceiling": 8 if QUICK else 12,
-       "latency": 8 if QUICK else 15, "nats": 10 if QUICK else 15}
+       "latency": 8 if QUICK else 15, "nats": 10 if QUICK else 15, "kafka": 10 if QUICK else 15}
 # mosquitto configurations: the broker's Nagle setting moves every ratio (with Nagle on it
 # coalesces small writes, so its consumers wake less and it spends less per message)
 BROKER_CONFIGS = {"nodelay": "set_tcp_nodelay true\n", "default": ""}
@@ -148,10 +150,10 @@ class Stack:
         self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         self.procs = {}
 
-    def spawn(self, role, argv, env):
+    def spawn(self, role, argv, env, cwd=ROOT):
         out = open(self.dir / f"{role}.log", "w")
         p = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                             start_new_session=True, cwd=ROOT)
+                             start_new_session=True, cwd=cwd)
         self.procs[role] = p
         return p
 
@@ -159,14 +161,21 @@ class Stack:
         """mosquitto (or nats-server) on a free port; returns the URL clients use. `config`:
         a key of BROKER_CONFIGS (mosquitto only)."""
         port = free_port()
+        cwd, env = ROOT, base_env()
         if transport == "nats":
             argv = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)]
+        elif transport == "kafka":
+            # tansu reads its settings from .env in its working directory (memory storage)
+            listener = f"tcp://127.0.0.1:{port}"
+            (self.dir / ".env").write_text(f"LISTENER_URL={listener}\nADVERTISED_LISTENER_URL={listener}\n"
+                                           "STORAGE_ENGINE=memory://tansu/\n")
+            argv, cwd, env = [TANSU, "broker", "--silent"], self.dir, {"PATH": os.environ.get("PATH", "")}
         else:
             conf = self.dir / "mosquitto.conf"
             conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
                             "max_queued_messages 100000\n" + BROKER_CONFIGS[config])
             argv = [MOSQUITTO, "-c", str(conf)]
-        p = self.spawn("broker", argv, base_env())
+        p = self.spawn("broker", argv, env, cwd)
 
         def listening():
             if p.poll() is not None:
@@ -217,7 +226,7 @@ class Stack:
 
 
 def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, interval_ms=INTERVAL_MS,
-                transport="mqtt", broker_config="nodelay"):
+                transport="mqtt", broker_config="nodelay", connections=100):
     """One run: broker (+ worker) + loadgen; CPU of each process over the same window."""
     stack = Stack(name)
     ok = False
@@ -226,7 +235,7 @@ def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, inte
         if worker:
             stack.worker(bport)
         settings = dict(SCENARIO=scenario, VIRTUAL_CLIENTS=int(rate * interval_ms / 1000),
-                        INTERVAL_MS=interval_ms, CONNECTIONS=100, WARMUP_SEC=WARMUP,
+                        INTERVAL_MS=interval_ms, CONNECTIONS=connections, WARMUP_SEC=WARMUP,
                         DURATION_SEC=duration, TIMEOUT_MS=5000)
         if payload:
             settings["PAYLOAD_BYTES"] = payload
@@ -316,6 +325,36 @@ def pub_config(config):
             "ratio_loadgen_broker": spread([r["ratio_loadgen_broker"] for r in runs]),
             "cpu_us_per_msg": per_process(runs, "cpu_us_per_op", roles),
             "context_switches_per_msg": per_process(runs, "context_switches_per_op", roles),
+            "runs": runs}
+
+
+KAFKA_CONNECTIONS = 4
+
+
+def scenario_kafka():
+    """The Kafka producer (issue 16): pub at PUB_RATE of 512-byte messages to tansu over
+    KAFKA_CONNECTIONS producers, loadgen/tansu CPU over the same window, REPEAT runs. Skipped
+    (with a note) when tansu is not installed."""
+    if not Path(TANSU).exists():
+        log(f"kafka: tansu not found at {TANSU}; section skipped (scripts/install-deps.sh installs it)")
+        return {"skipped": f"tansu not found at {TANSU}"}
+    runs = []
+    for i in range(REPEAT):
+        r = run_loadgen(f"kafka-pub-{i}", "pub", PUB_RATE, DUR["kafka"], payload=512, interval_ms=1000,
+                        transport="kafka", connections=KAFKA_CONNECTIONS)
+        log(f"kafka pub #{i}: loadgen {r['cpu_s']['loadgen']} s, tansu {r['cpu_s']['broker']} s, "
+            f"ratio {r['ratio_loadgen_broker']}, us per message: loadgen {r['cpu_us_per_op']['loadgen']} "
+            f"tansu {r['cpu_us_per_op']['broker']}; achieved {r['achieved_rate']}/s")
+        runs.append(r)
+    roles = ("loadgen", "broker")
+    return {"target": "loadgen/tansu <= 0.5", "rate": PUB_RATE, "payload_bytes": 512,
+            "transport": "kafka", "broker": "tansu 0.6 (memory storage)",
+            "connections": KAFKA_CONNECTIONS, "repeats": len(runs),
+            "ratio_loadgen_broker": spread([r["ratio_loadgen_broker"] for r in runs]),
+            "cpu_us_per_msg": per_process(runs, "cpu_us_per_op", roles),
+            "achieved_rate": spread([r["achieved_rate"] for r in runs]),
+            "consumers_cpu_per_msg": "not measured: the Kafka consumers of the scaling-test shape "
+                                     "are not implemented yet",
             "runs": runs}
 
 
@@ -596,6 +635,9 @@ def main():
     if "nats" in SCENARIOS:
         result["nats"] = scenario_rr("nats")
         steps += result["nats"]["runs"]
+    if "kafka" in SCENARIOS:
+        result["kafka"] = scenario_kafka()
+        steps += result["kafka"].get("runs", [])
     if "memory" in SCENARIOS:
         scenario_memory()
     result["memory"] = collect_memory()
@@ -644,6 +686,12 @@ def summary(res):
     if "nats" in res:
         r = res["nats"]
         lines.append(rr_line(f"nats rr {r['rate']}/s (broker: nats-server; targets <= 0.5)", r))
+    if "kafka" in res and "runs" in res["kafka"]:
+        k = res["kafka"]
+        u = k["cpu_us_per_msg"]
+        lines.append(f"kafka pub {k['rate']}/s of {k['payload_bytes']} B to tansu: loadgen/tansu CPU "
+                     f"{fmt(k['ratio_loadgen_broker'])} (target <= 0.5); us per message: loadgen "
+                     f"{fmt(u['loadgen'])}, tansu {fmt(u['broker'])}")
     if "ceiling" in res:
         c = res["ceiling"]
         bound = " (at least: every step held)" if c["ceiling_is_lower_bound"] else ""

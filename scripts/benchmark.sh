@@ -2,12 +2,13 @@
 # `make benchmark` / `make benchmark-quick` (QUICK=1): the performance scenarios of issue 6 against
 # mosquitto on free ports: publish-only CPU ratio at 20,000 msg/s, request/response CPU ratios at
 # 10,000 req/s, the broker-bound ceiling (stepped rate), latency overhead at 1,000 req/s against a
-# minimal rumqttc echo pair, request/response over NATS at 10,000 req/s (nats-server), and (full
-# run) the 1M-client memory script. Results (JSON, a CSV row
+# minimal rumqttc echo pair, request/response over NATS at 10,000 req/s (nats-server), the Kafka
+# producer at 20,000 msg/s of 512 bytes (tansu; skipped with a note when tansu is not installed),
+# and (full run) the 1M-client memory script. Results (JSON, a CSV row
 # per step, SVG plot) go to a new .run/runs/<time>-benchmark[-quick]/ directory, or to the
 # committed benchmarks/results/ with UPDATE_RESULTS=1 (RESULTS_DIR overrides both); see
 # benchmarks/README.md and benchmarks/bench.py.
-# Variables: QUICK=1, SCENARIOS=pub,rr,ceiling,latency,nats,memory, REPEAT=n, BIN=dir of binaries,
+# Variables: QUICK=1, SCENARIOS=pub,rr,ceiling,latency,nats,kafka,memory, REPEAT=n, BIN=dir of binaries,
 # UPDATE_RESULTS=1, RESULTS_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -229,9 +229,7 @@ impl Encoder {
             return Encoder::Nats(nats::Encoder);
         }
         if url.scheme.is_kafka() {
-            return Encoder::Kafka(kafka::encoder::Encoder::new(
-                &kafka::topics::SubjectTopics::parse("fanout").expect("a legal topic"),
-            ));
+            return Encoder::Kafka(kafka::encoder::Encoder::levels());
         }
         Encoder::Mqtt(mqtt::Encoder {
             proto: opts.protocol(),

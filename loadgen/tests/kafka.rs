@@ -1,7 +1,8 @@
 //! rr over Kafka end to end against a real tansu (testkit, free port): (c) 1,000 req/s with two
 //! workers in one consumer group, (d) the broker killed and restarted mid-run (memory storage:
-//! it comes back empty, the topics are created again), and start-up checks (exit 3 for an
-//! unreachable cluster, exit 2 for a KAFKA_CONFIG librdkafka refuses).
+//! it comes back empty, the topics are created again), (f) the pub scenario's messages all reach
+//! the request topic, and start-up checks (exit 3 for an unreachable cluster, exit 2 for a
+//! KAFKA_CONFIG librdkafka refuses).
 
 mod support;
 
@@ -177,6 +178,53 @@ async fn d_broker_restart_mid_run_links_come_back_and_books_close() {
     .await
     .unwrap_or_else(|e| panic!("{e}: {:?}", w.state.snapshot()));
     drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f_pub_messages_all_reach_the_request_topic() {
+    let broker = tansu();
+    let url = broker.url();
+    // the worker's group reads the request topic; a message without a reply topic is invalid
+    let (w, stop) = start_worker(&url, WORKER).await;
+    let r = run_loadgen(
+        &url,
+        &[
+            ("SCENARIO", "pub"),
+            ("VIRTUAL_CLIENTS", "500"),
+            ("CONNECTIONS", "2"),
+            ("INTERVAL_MS", "1000"),
+            ("WARMUP_SEC", "1"),
+            ("DURATION_SEC", "3"),
+            ("PAYLOAD_BYTES", "512"),
+        ],
+    )
+    .await;
+    assert_eq!(r.publish_errors, 0, "{r:#?}");
+    let sent = r.sent
+        + r.sections
+            .timeline
+            .as_ref()
+            .and_then(|t| t.requests())
+            .unwrap_or_default()
+            .iter()
+            .filter(|t| t.warmup)
+            .map(|t| t.sent)
+            .sum::<u64>();
+    assert!(sent >= 1900, "{r:#?}");
+    rr_testkit::wait_until(
+        Duration::from_secs(15),
+        "every message at the worker",
+        || w.state.snapshot().received >= sent,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: sent {sent}, worker {:?}", w.state.snapshot()));
+    let s = w.state.snapshot();
+    assert_eq!(
+        (s.received, s.invalid, s.responded),
+        (sent, sent, 0),
+        "{s:?}"
+    );
+    stop.cancel();
 }
 
 fn loadgen_bin(env: &[(&str, &str)]) -> std::process::Output {

@@ -132,6 +132,8 @@ pub fn client_config(
 pub struct KafkaContext {
     /// librdkafka said all brokers are down since [`KafkaContext::take_down`] last looked.
     down: std::sync::atomic::AtomicBool,
+    /// Records the producer accepted and then failed to deliver (timed out, topic gone, ...).
+    undelivered: std::sync::atomic::AtomicU64,
     last_error: Mutex<Option<(RDKafkaErrorCode, String)>>,
     final_error: Mutex<Option<(RDKafkaErrorCode, String)>>,
 }
@@ -140,6 +142,11 @@ impl KafkaContext {
     /// Whether librdkafka reported all brokers down since the last call (which clears it).
     pub fn take_down(&self) -> bool {
         self.down.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records accepted by this producer and then not delivered, so far.
+    pub fn undelivered(&self) -> u64 {
+        self.undelivered.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The last error librdkafka reported for this client, if any.
@@ -182,7 +189,13 @@ impl ConsumerContext for KafkaContext {}
 
 impl ProducerContext for KafkaContext {
     type DeliveryOpaque = ();
-    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+    fn delivery(&self, r: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = r {
+            self.undelivered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(target: "librdkafka", "not delivered: {e}");
+        }
+    }
 }
 
 /// Why Kafka could not be set up at start-up.

@@ -193,6 +193,8 @@ pub async fn drive<H: Handler>(
     let mut attempt = 0u32;
     let mut next_try = tokio::time::Instant::now();
     let mut start = Some(first);
+    // the current producer's undelivered records, as last reported
+    let mut undelivered = 0u64;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -205,6 +207,7 @@ pub async fn drive<H: Handler>(
                 dispatch(&m, &mut handler, &mut addr, now);
             }
             handler.flush().await;
+            undelivered = 0;
             cur = Some(s);
         }
         tokio::select! {
@@ -224,6 +227,12 @@ pub async fn drive<H: Handler>(
             _ = tick.tick() => match &cur {
                 Some(s) => {
                     s.producer.poll(Duration::ZERO);
+                    let lost = s.producer.context().undelivered();
+                    if lost > undelivered {
+                        // (requests among them end as timeouts; plain publishes only here)
+                        tracing::warn!(client = %spec.client_id, "{} records not delivered (librdkafka gave up on them)", lost - undelivered);
+                        undelivered = lost;
+                    }
                     let down = s.producer.context().take_down()
                         | s.consumer.as_ref().is_some_and(|c| c.context().take_down());
                     if down {

@@ -5,7 +5,9 @@
 //!   headers `kafka_replyTopic: resp.{instance}`, `kafka_replyPartition: n`,
 //!   `kafka_correlationId`;
 //! - an answer → the request's reply topic (and partition), header `kafka_correlationId`;
-//! - a fan-out message to subject `u/s17` → the `SUBJECT_TOPIC` topic, key `u/s17`.
+//! - a fan-out message to subject `u/s17` → the `SUBJECT_TOPIC` topic, key `u/s17`;
+//! - a plain publish of rr's `pub` scenario (no `SUBJECT_TOPIC`: [`Encoder::levels`]) to
+//!   `req/{shard}` → topic `req`, key `{shard}`, as a request without its reply headers.
 //!
 //! Partitions of requests and fan-out messages are left to the producer's partitioner
 //! (`murmur2_random`, as Java clients hash keys): one key, one partition. Nothing here allocates.
@@ -24,8 +26,9 @@ pub const PARTITION_SEPARATOR: u8 = b':';
 /// The Kafka encoder. `Copy`: the `SUBJECT_TOPIC` template is interned for the process.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Encoder {
-    /// `SUBJECT_TOPIC`, checked (see [`topics::SubjectTopics`]).
-    subject_topic: &'static str,
+    /// `SUBJECT_TOPIC`, checked (see [`topics::SubjectTopics`]); `None`: publishes map level by
+    /// level, as requests do.
+    subject_topic: Option<&'static str>,
 }
 
 /// Templates live as long as the process; each distinct one is stored once.
@@ -44,7 +47,15 @@ impl Encoder {
     /// An encoder producing fan-out subjects to `subject_topic` (a checked `SUBJECT_TOPIC`).
     pub fn new(subject_topic: &topics::SubjectTopics) -> Encoder {
         Encoder {
-            subject_topic: intern(&subject_topic.to_string()),
+            subject_topic: Some(intern(&subject_topic.to_string())),
+        }
+    }
+
+    /// An encoder whose publishes map like requests: the last level of the topic is the key,
+    /// the levels before it the topic (rr's `pub` scenario, `req/{shard}`).
+    pub fn levels() -> Encoder {
+        Encoder {
+            subject_topic: None,
         }
     }
 
@@ -118,9 +129,24 @@ impl Encoder {
     /// subject's name.
     pub fn publish(&self, buf: &mut BytesMut, topic: &[u8], payload: &[&[u8]]) {
         let mut t = [0u8; MAX_TOPIC_LEN];
-        let tn = match self.subject_topic.split_once(SUBJECT_PLACEHOLDER) {
+        let Some(subject_topic) = self.subject_topic else {
+            let (prefix, key) = topics::split_last(topic);
+            let tn = topics::sanitize_into(prefix, &mut t);
+            records::put(
+                buf,
+                &Head {
+                    topic: &t[..tn],
+                    partition: None,
+                    key,
+                    headers: &[],
+                },
+                payload,
+            );
+            return;
+        };
+        let tn = match subject_topic.split_once(SUBJECT_PLACEHOLDER) {
             None => {
-                let fixed = self.subject_topic.as_bytes();
+                let fixed = subject_topic.as_bytes();
                 t[..fixed.len()].copy_from_slice(fixed);
                 fixed.len()
             }
@@ -273,5 +299,13 @@ mod tests {
             intern("fanout"),
             intern(&String::from("fanout"))
         ));
+        // rr's pub scenario: level by level, as requests
+        b.clear();
+        Encoder::levels().publish(&mut b, b"req/17", &[b"p"]);
+        let r = one(&b);
+        assert_eq!(
+            (r.topic, r.key, r.value, r.headers().len()),
+            ("req", Some(&b"17"[..]), &b"p"[..], 0)
+        );
     }
 }
