@@ -160,12 +160,9 @@ async fn next(c: Option<&Arc<Consumer_>>) -> Result<BorrowedMessage<'_>, KafkaEr
     }
 }
 
-/// Drops a session's clients on a thread of their own: closing a consumer waits for its
-/// group, and a producer's destruction for its broker threads.
+/// Drops a session (its clients close on a thread of their own, see `Session`'s `Drop`).
 fn retire(s: Session) {
-    let _ = std::thread::Builder::new()
-        .name("kafka-retire".into())
-        .spawn(move || drop(s));
+    drop(s);
 }
 
 /// A new session after a loss: the cluster answers, the run's topics exist, the clients are new.

@@ -26,6 +26,19 @@ pub struct Session {
     pub(super) pending: Vec<rdkafka::message::OwnedMessage>,
 }
 
+impl Drop for Session {
+    /// The clients are dropped on a thread of their own: closing a consumer waits for its group
+    /// (long, when the cluster is gone) and a producer purges and flushes, neither of which may
+    /// block a runtime thread.
+    fn drop(&mut self) {
+        let producer = self.producer.clone();
+        let consumer = self.consumer.take();
+        let _ = std::thread::Builder::new()
+            .name("kafka-close".into())
+            .spawn(move || drop((consumer, producer)));
+    }
+}
+
 /// What a subscription filter means on Kafka (see docs/kafka.md, topic layout).
 #[derive(Debug, PartialEq, Eq)]
 enum Subscription {
