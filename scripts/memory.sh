@@ -17,6 +17,11 @@ cd "$(dirname "$0")/.."
 . scripts/run-lib.sh
 BIN=${BIN:-target/release}
 NAME=${1:-1m}
+# `make` exports its `make up` defaults (INTERVAL_MS=10000 ...) and names them in UP_DEFAULTED;
+# those are not a choice for this script, whose sizes have their own interval.
+for v in ${UP_DEFAULTED:-}; do
+  case $v in INTERVAL_MS|VIRTUAL_CLIENTS|CONNECTIONS) unset "$v" ;; esac
+done
 case $NAME in
   1m) CLIENTS=${CLIENTS:-1000000}; INTERVAL=${INTERVAL_MS:-40000}; DUR=${DURATION_SEC:-45}; WARM=0 ;;
   10m) CLIENTS=${CLIENTS:-10000000}; INTERVAL=${INTERVAL_MS:-400000}; DUR=${DURATION_SEC:-420}; WARM=0 ;;
