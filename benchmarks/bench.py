@@ -353,8 +353,72 @@ def scenario_kafka():
             "ratio_loadgen_broker": spread([r["ratio_loadgen_broker"] for r in runs]),
             "cpu_us_per_msg": per_process(runs, "cpu_us_per_op", roles),
             "achieved_rate": spread([r["achieved_rate"] for r in runs]),
-            "consumers_cpu_per_msg": "not measured: the Kafka consumers of the scaling-test shape "
-                                     "are not implemented yet",
+            "consumers": kafka_consumers(),
+            "runs": runs}
+
+
+KAFKA_CONSUMERS = 20
+KAFKA_FANOUT_RATE = 2000
+
+
+def stats_json(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=2) as r:
+        return json.loads(r.read())
+
+
+def kafka_consumers():
+    """The scaling-test shape's consumers (issue 16): one loadgen with KAFKA_CONSUMERS Kafka
+    consumers (FANOUT_ROLE=subscribe, each in a group of its own, 4 partitions) and one
+    publishing KAFKA_FANOUT_RATE msg/s of 512 B over 100 subjects (FANOUT_ROLE=publish), both
+    against tansu; the consumers' process CPU per delivered message over the same window."""
+    runs = []
+    for i in range(REPEAT):
+        stack = Stack(f"kafka-consumers-{i}")
+        ok = False
+        try:
+            url = stack.broker("kafka")
+            common = dict(SCENARIO="fanout", SUBJECTS=100, KAFKA_PARTITIONS=4, PAYLOAD_BYTES=512,
+                          METRICS_ADDR="127.0.0.1", PROGRESS_SEC=0, WARMUP_SEC=1)
+            sport = free_port()
+            sub = stack.spawn("subscribers", [str(BIN / "loadgen")], base_env(
+                **common, FANOUT_ROLE="subscribe", GATEWAY_URLS=url, CLIENTS=KAFKA_CONSUMERS,
+                CONNECT_RATE=100, DURATION_SEC=DUR["kafka"] + 30, METRICS_PORT=sport,
+                INSTANCE_ID="bench-sub"))
+            wait_for(lambda: http_ok(sport, "/ready") or sub.poll() is not None, 90, "consumers /ready")
+            if sub.poll() is not None:
+                raise RuntimeError(f"consumers exited: {(stack.dir / 'subscribers.log').read_text()[-2000:]}")
+            stack.spawn("publisher", [str(BIN / "loadgen")], base_env(
+                **common, FANOUT_ROLE="publish", PUBLISH_BROKER=url, PUBLISH_RATE=KAFKA_FANOUT_RATE,
+                DURATION_SEC=DUR["kafka"] + 2, METRICS_PORT=free_port(), INSTANCE_ID="bench-pub"))
+            time.sleep(3)
+            pids = {role: p.pid for role, p in stack.procs.items()}
+            c0 = {r: cpu_seconds(pid) for r, pid in pids.items()}
+            n0, t0 = stats_json(sport)["received"], time.monotonic()
+            time.sleep(DUR["kafka"] - 2)
+            c1 = {r: cpu_seconds(pid) for r, pid in pids.items()}
+            st = stats_json(sport)
+            window = time.monotonic() - t0
+            delivered = st["received"] - n0
+            cpu = {r: round(c1[r] - c0[r], 3) for r in pids}
+            r = {"name": f"kafka-consumers-{i}", "consumers": KAFKA_CONSUMERS,
+                 "publish_rate": KAFKA_FANOUT_RATE, "cpu_window_s": round(window, 3), "cpu_s": cpu,
+                 "delivered": delivered, "delivered_rate": round(delivered / window, 1),
+                 "lost": st["lost"], "duplicates": st["duplicates"],
+                 "kafka_consumers": st.get("kafka_consumers"),
+                 "consumers_cpu_us_per_delivered_msg": round(cpu["subscribers"] / max(delivered, 1) * 1e6, 2),
+                 "tansu_cpu_us_per_delivered_msg": round(cpu["broker"] / max(delivered, 1) * 1e6, 2)}
+            log(f"kafka consumers #{i}: {KAFKA_CONSUMERS} consumers, {r['delivered_rate']} deliveries/s, "
+                f"consumers {r['consumers_cpu_us_per_delivered_msg']} us CPU per delivered message, "
+                f"tansu {r['tansu_cpu_us_per_delivered_msg']} us; lost {r['lost']}")
+            runs.append(r)
+            ok = True
+        finally:
+            stack.close(keep_logs=not ok)
+    return {"consumers": KAFKA_CONSUMERS, "publish_rate": KAFKA_FANOUT_RATE, "subjects": 100,
+            "partitions": 4, "payload_bytes": 512, "repeats": len(runs),
+            "consumers_cpu_us_per_delivered_msg": spread([r["consumers_cpu_us_per_delivered_msg"] for r in runs]),
+            "tansu_cpu_us_per_delivered_msg": spread([r["tansu_cpu_us_per_delivered_msg"] for r in runs]),
+            "delivered_rate": spread([r["delivered_rate"] for r in runs]),
             "runs": runs}
 
 
@@ -692,6 +756,12 @@ def summary(res):
         lines.append(f"kafka pub {k['rate']}/s of {k['payload_bytes']} B to tansu: loadgen/tansu CPU "
                      f"{fmt(k['ratio_loadgen_broker'])} (target <= 0.5); us per message: loadgen "
                      f"{fmt(u['loadgen'])}, tansu {fmt(u['broker'])}")
+        c = k.get("consumers") or {}
+        if c.get("runs"):
+            lines.append(f"kafka consumers: {c['consumers']} consumers of {c['publish_rate']} msg/s: "
+                         f"{fmt(c['delivered_rate'])} deliveries/s; us CPU per delivered message: "
+                         f"consumers {fmt(c['consumers_cpu_us_per_delivered_msg'])}, tansu "
+                         f"{fmt(c['tansu_cpu_us_per_delivered_msg'])}")
     if "ceiling" in res:
         c = res["ceiling"]
         bound = " (at least: every step held)" if c["ceiling_is_lower_bound"] else ""

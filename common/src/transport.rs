@@ -169,17 +169,22 @@ where
     H: Handler,
     C: Fn() -> SessionSpec + Send,
 {
-    let nats = match &first {
-        Some(s) => matches!(s, Session::Nats(_)),
-        None => connect().url.scheme.is_nats(),
+    let (nats, kafka) = match &first {
+        Some(s) => (
+            matches!(s, Session::Nats(_)),
+            matches!(s, Session::Kafka(_)),
+        ),
+        None => {
+            let scheme = connect().url.scheme;
+            (scheme.is_nats(), scheme.is_kafka())
+        }
     };
     async move {
-        if let Some(Session::Kafka(s)) = first {
+        if kafka {
             // (Kafka subscribers are few: a link of their own; boxed, so an MQTT subscriber's
             // task carries none of its state)
             let spec = connect();
-            let link = new_link(&spec.url);
-            return Box::pin(kafka::driver::drive(spec, *s, handler, link, shutdown)).await;
+            return Box::pin(drive_kafka(spec, first, handler, shutdown)).await;
         }
         if nats {
             let first = first.and_then(|s| match s {
@@ -213,6 +218,41 @@ where
     }
 }
 
+/// A Kafka subscriber: its first session (`first`, or established here with the seam's backoff,
+/// each failure told to the handler), then the Kafka driver.
+async fn drive_kafka<H: Handler>(
+    spec: SessionSpec,
+    first: Option<Session>,
+    mut handler: H,
+    shutdown: CancellationToken,
+) -> H {
+    let mut attempt = 0u32;
+    let session = match first {
+        Some(Session::Kafka(s)) => *s,
+        _ => loop {
+            let r = tokio::select! {
+                _ = shutdown.cancelled() => return handler,
+                r = establish(&spec) => r,
+            };
+            match r {
+                Ok(Session::Kafka(s)) => break *s,
+                Ok(_) => return handler,
+                Err(e) => {
+                    tracing::debug!(client = %spec.client_id, "Kafka session: {e}");
+                    handler.on_link(link::LinkEvent::ConnectFailed);
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return handler,
+                        _ = tokio::time::sleep(link::backoff(attempt)) => {}
+                    }
+                }
+            }
+        },
+    };
+    let link = new_link(&spec.url);
+    kafka::driver::drive(spec, session, handler, link, shutdown).await
+}
+
 /// Encodes what engines send (requests, answers, plain publishes) for one transport, into the
 /// caller's buffer: one buffer per connection per tick, no allocation per message.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -234,6 +274,19 @@ impl Encoder {
         Encoder::Mqtt(mqtt::Encoder {
             proto: opts.protocol(),
         })
+    }
+
+    /// The encoder of the fan-out publisher: as [`Encoder::new`], except that Kafka produces
+    /// every subject to the topic `SUBJECT_TOPIC` names, keyed by the subject.
+    pub fn fanout(
+        url: &BrokerUrl,
+        opts: &ConnectOptions,
+        subject_topics: &kafka::topics::SubjectTopics,
+    ) -> Encoder {
+        if url.scheme.is_kafka() {
+            return Encoder::Kafka(kafka::encoder::Encoder::new(subject_topics));
+        }
+        Encoder::new(url, opts)
     }
 
     /// Whether messages sent with `qos` count against a link's room (send them with

@@ -143,6 +143,24 @@ pub struct DeliveryBooks {
     /// Wall-clock latencies below zero (clock skew), recorded as 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_skewed: Option<u64>,
+    /// Kafka consumers (`GATEWAY_URLS=kafka://...`): lag and failing consumers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_consumers: Option<Box<KafkaConsumerBooks>>,
+}
+
+/// The Kafka consumers of the scaling-test shape (docs/kafka.md): a consumer is failing when it
+/// made no progress for `FAILING_AFTER_SEC` while it had lag or was down; every message it did
+/// not receive is lost in the books.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KafkaConsumerBooks {
+    /// Consumers failing at the last sample (the end of the run).
+    pub failing_clients: u64,
+    /// Consumers that were failing at any time.
+    pub failed_clients: u64,
+    /// Largest lag of the most-behind consumer, sampled once a second (records).
+    pub consumer_lag_max: u64,
+    /// Lag summed over the consumers that were up at the end.
+    pub consumer_lag_end: u64,
 }
 
 /// Optional parts of a report, added by what runs besides the scenario (the per-second

@@ -136,6 +136,8 @@ pub struct KafkaContext {
     undelivered: std::sync::atomic::AtomicU64,
     last_error: Mutex<Option<(RDKafkaErrorCode, String)>>,
     final_error: Mutex<Option<(RDKafkaErrorCode, String)>>,
+    /// Consumer lag from the last statistics (`statistics.interval.ms`), plus one (0: none yet).
+    lag: std::sync::atomic::AtomicU64,
 }
 
 impl KafkaContext {
@@ -147,6 +149,14 @@ impl KafkaContext {
     /// Records accepted by this producer and then not delivered, so far.
     pub fn undelivered(&self) -> u64 {
         self.undelivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A consumer's lag as its last statistics said: records between its position and the high
+    /// watermark, summed over its assigned partitions (`None`: no statistics yet).
+    pub fn consumer_lag(&self) -> Option<u64> {
+        self.lag
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .checked_sub(1)
     }
 
     /// The last error librdkafka reported for this client, if any.
@@ -165,6 +175,13 @@ impl KafkaContext {
 }
 
 impl ClientContext for KafkaContext {
+    fn stats(&self, s: rdkafka::Statistics) {
+        self.lag.store(
+            consumer_lag(&s).saturating_add(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
         tracing::debug!(target: "librdkafka", ?level, fac, "{msg}");
     }
@@ -196,6 +213,26 @@ impl ProducerContext for KafkaContext {
             tracing::debug!(target: "librdkafka", "not delivered: {e}");
         }
     }
+}
+
+/// Lag of a consumer, Kafka's definition: per assigned partition, the high watermark minus the
+/// consumer's position, summed. librdkafka's `consumer_lag_stored` (against the offset of the
+/// last record handed to us; `consumer_lag` counts from the last commit, and a consumer of its
+/// own group commits nothing); -1, unknown, counts 0.
+pub fn consumer_lag(s: &rdkafka::Statistics) -> u64 {
+    s.topics
+        .values()
+        .flat_map(|t| t.partitions.iter())
+        .filter(|(p, x)| **p >= 0 && x.fetch_state == "active")
+        .map(|(_, x)| {
+            let lag = if x.consumer_lag_stored >= 0 {
+                x.consumer_lag_stored
+            } else {
+                x.consumer_lag
+            };
+            lag.max(0) as u64
+        })
+        .sum()
 }
 
 /// Why Kafka could not be set up at start-up.

@@ -196,7 +196,7 @@ pub async fn drive<H: Handler>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if let Some(mut s) = start.take() {
-            sink.set(Some(s.producer.clone()));
+            sink.set(s.producer.clone());
             link.set_up(true, again);
             handler.on_link(LinkEvent::Up);
             let now = Instant::now();
@@ -223,14 +223,19 @@ pub async fn drive<H: Handler>(
             }
             _ = tick.tick() => match &cur {
                 Some(s) => {
-                    s.producer.poll(Duration::ZERO);
-                    let lost = s.producer.context().undelivered();
+                    if let Some(p) = &s.producer {
+                        p.poll(Duration::ZERO);
+                    }
+                    let lost = s.producer.as_ref().map_or(0, |p| p.context().undelivered());
                     if lost > undelivered {
                         // (requests among them end as timeouts; plain publishes only here)
                         tracing::warn!(client = %spec.client_id, "{} records not delivered (librdkafka gave up on them)", lost - undelivered);
                         undelivered = lost;
                     }
-                    let down = s.producer.context().take_down()
+                    if let Some(lag) = s.consumer.as_ref().and_then(|c| c.context().consumer_lag()) {
+                        handler.on_lag(lag);
+                    }
+                    let down = s.producer.as_ref().is_some_and(|p| p.context().take_down())
                         | s.consumer.as_ref().is_some_and(|c| c.context().take_down());
                     if down {
                         tracing::warn!(client = %spec.client_id, "Kafka cluster unreachable; reconnecting");
@@ -272,7 +277,9 @@ pub async fn drive<H: Handler>(
     }
     if let Some(s) = cur {
         let _ = tokio::task::spawn_blocking(move || {
-            let _ = s.producer.flush(FLUSH_LIMIT);
+            if let Some(p) = &s.producer {
+                let _ = p.flush(FLUSH_LIMIT);
+            }
             drop(s);
         })
         .await;

@@ -1,7 +1,8 @@
 //! Kafka sessions behind the link seam (docs/kafka.md, "How Kafka fits the transport seam"): a
 //! session is a librdkafka producer and, when the connection subscribes, a consumer of its
 //! subscriptions (a group for `$share/{group}/req/+`, an assigned partition for
-//! `resp/{instance}/{n}`); the topics a run needs are made by [`prepare`]. The driver is in
+//! `resp/{instance}/{n}`, a read-only consumer in a group for the fan-out consumers'
+//! `$consume/{group}/{topic}`); the topics a run needs are made by [`prepare`]. The driver is in
 //! `super::driver`.
 
 use super::client::{self, KafkaContext, KafkaSetupError, Security};
@@ -20,7 +21,8 @@ pub(super) type Consumer_ = StreamConsumer<KafkaContext>;
 /// An established Kafka session: the producer engines send through, and the consumer of the
 /// subscriptions (if any).
 pub struct Session {
-    pub(super) producer: Arc<BaseProducer<KafkaContext>>,
+    /// `None` for a read-only session (a fan-out consumer sends nothing).
+    pub(super) producer: Option<Arc<BaseProducer<KafkaContext>>>,
     pub(super) consumer: Option<Arc<Consumer_>>,
     /// Records fetched while waiting for the group's assignment: handed on first.
     pub(super) pending: Vec<rdkafka::message::OwnedMessage>,
@@ -31,7 +33,7 @@ impl Drop for Session {
     /// (long, when the cluster is gone) and a producer purges and flushes, neither of which may
     /// block a runtime thread.
     fn drop(&mut self) {
-        let producer = self.producer.clone();
+        let producer = self.producer.take();
         let consumer = self.consumer.take();
         let _ = std::thread::Builder::new()
             .name("kafka-close".into())
@@ -50,9 +52,30 @@ enum Subscription {
     },
     /// `resp/{instance}/{n}`: partition `n` of topic `resp.{instance}`, assigned, no group.
     Partition { topic: String, partition: i32 },
+    /// `$consume/{group}/{topic}` (a fan-out consumer, [`consume_filter`]): read `topic` (a
+    /// Kafka topic name) in `group` from the end, send nothing.
+    Consume { group: String, topic: String },
+}
+
+const CONSUME: &str = "$consume/";
+
+/// The subscription of a fan-out consumer: `topic` (a Kafka topic name) read in consumer group
+/// `group` from the partitions' ends; a session of such subscriptions only is read-only (no
+/// producer). `group` must not hold `/`.
+pub fn consume_filter(group: &str, topic: &str) -> String {
+    format!("{CONSUME}{group}/{topic}")
 }
 
 fn subscription(filter: &str) -> Option<Subscription> {
+    if let Some(rest) = filter.strip_prefix(CONSUME) {
+        let (g, t) = rest.split_once('/')?;
+        return (!g.is_empty() && super::topics::is_legal_topic(t)).then(|| {
+            Subscription::Consume {
+                group: g.to_string(),
+                topic: t.to_string(),
+            }
+        });
+    }
     let (group, f) = match filter.strip_prefix("$share/") {
         Some(rest) => {
             let (g, f) = rest.split_once('/')?;
@@ -200,31 +223,6 @@ pub(super) async fn ensure(
 pub async fn establish(spec: &SessionSpec) -> Result<Session, SessionError> {
     let opts = spec.opts.clone();
     let timeout = opts.connect_timeout();
-    let pc = config(&spec.url, &opts, &spec.client_id, PRODUCER).map_err(SessionError::Protocol)?;
-    let producer: BaseProducer<KafkaContext> = pc
-        .create_with_context(KafkaContext::default())
-        .map_err(|e| SessionError::Protocol(e.to_string()))?;
-    let producer = Arc::new(producer);
-    let p = producer.clone();
-    let md = tokio::task::spawn_blocking(move || {
-        let r = p.client().fetch_metadata(None, timeout);
-        p.poll(Duration::ZERO);
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match p.context().final_error() {
-                Some(f) => setup_error(f),
-                None => SessionError::Refused(e.to_string()),
-            }),
-        }
-    })
-    .await
-    .map_err(|e| SessionError::Task(e.to_string()))?;
-    md?;
-    let mut session = Session {
-        producer,
-        consumer: None,
-        pending: Vec::new(),
-    };
     let subs: Vec<Subscription> = spec
         .subscriptions
         .iter()
@@ -234,17 +232,65 @@ pub async fn establish(spec: &SessionSpec) -> Result<Session, SessionError> {
             })
         })
         .collect::<Result<_, _>>()?;
+    let read_only = !subs.is_empty()
+        && subs
+            .iter()
+            .all(|s| matches!(s, Subscription::Consume { .. }));
+    let mut session = Session {
+        producer: None,
+        consumer: None,
+        pending: Vec::new(),
+    };
+    if !read_only {
+        let pc =
+            config(&spec.url, &opts, &spec.client_id, PRODUCER).map_err(SessionError::Protocol)?;
+        let producer: BaseProducer<KafkaContext> = pc
+            .create_with_context(KafkaContext::default())
+            .map_err(|e| SessionError::Protocol(e.to_string()))?;
+        let producer = Arc::new(producer);
+        let p = producer.clone();
+        let md = tokio::task::spawn_blocking(move || {
+            let r = p.client().fetch_metadata(None, timeout);
+            p.poll(Duration::ZERO);
+            match r {
+                Ok(_) => Ok(()),
+                Err(e) => Err(match p.context().final_error() {
+                    Some(f) => setup_error(f),
+                    None => SessionError::Refused(e.to_string()),
+                }),
+            }
+        })
+        .await
+        .map_err(|e| SessionError::Task(e.to_string()))?;
+        md?;
+        session.producer = Some(producer);
+    }
     if subs.is_empty() {
         return Ok(session);
     }
     let group = subs.iter().find_map(|s| match s {
         Subscription::Group { group, .. } => Some(group.clone().unwrap_or(spec.client_id.clone())),
+        Subscription::Consume { group, .. } => Some(group.clone()),
         _ => None,
     });
-    let cc = config(
-        &spec.url,
-        &opts,
-        &spec.client_id,
+    let defaults: &[(&str, &str)] = if read_only {
+        // a fan-out consumer: from the end; a group of its own commits nothing (it is new every
+        // run), a shared one (CONSUMER_GROUP) commits so a rebalance hands partitions on where
+        // they were; statistics once a second give its lag
+        let own = group.as_deref() == Some(spec.client_id.as_str());
+        &[
+            ("group.id", group.as_deref().unwrap_or(&spec.client_id)),
+            ("enable.auto.commit", if own { "false" } else { "true" }),
+            ("auto.commit.interval.ms", "200"),
+            ("auto.offset.reset", "latest"),
+            ("fetch.wait.max.ms", "10"),
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "1000"),
+            ("statistics.interval.ms", "1000"),
+            // prefetch at most 4 MB per consumer (librdkafka's default is 64 MB)
+            ("queued.max.messages.kbytes", "4096"),
+        ]
+    } else {
         &[
             ("group.id", group.as_deref().unwrap_or(&spec.client_id)),
             (
@@ -256,18 +302,30 @@ pub async fn establish(spec: &SessionSpec) -> Result<Session, SessionError> {
             ("fetch.wait.max.ms", "10"),
             ("session.timeout.ms", "10000"),
             ("heartbeat.interval.ms", "1000"),
-        ],
-    )
-    .map_err(SessionError::Protocol)?;
+        ]
+    };
+    let cc = config(&spec.url, &opts, &spec.client_id, defaults).map_err(SessionError::Protocol)?;
     let consumer: Consumer_ = cc
         .create_with_context(KafkaContext::default())
         .map_err(|e| SessionError::Protocol(e.to_string()))?;
     let consumer = Arc::new(consumer);
+    if read_only {
+        // (no producer asked the cluster yet: the same start-up check, with the consumer)
+        let c = consumer.clone();
+        tokio::task::spawn_blocking(move || match c.fetch_metadata(None, timeout) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(SessionError::Refused(e.to_string())),
+        })
+        .await
+        .map_err(|e| SessionError::Task(e.to_string()))??;
+    }
     let mut assigned = TopicPartitionList::new();
     let mut grouped = Vec::new();
     for s in &subs {
         match s {
-            Subscription::Group { topic, .. } => grouped.push(topic.as_str()),
+            Subscription::Group { topic, .. } | Subscription::Consume { topic, .. } => {
+                grouped.push(topic.as_str())
+            }
             Subscription::Partition { topic, partition } => {
                 let (c, t, p) = (consumer.clone(), topic.clone(), *partition);
                 let high = tokio::task::spawn_blocking(move || {
@@ -338,6 +396,15 @@ mod tests {
                 partition: 7
             })
         );
+        assert_eq!(
+            subscription(&consume_filter("g-1", "fanout")),
+            Some(Subscription::Consume {
+                group: "g-1".into(),
+                topic: "fanout".into()
+            })
+        );
+        assert_eq!(subscription("$consume/g/a b"), None);
+        assert_eq!(subscription("$consume//t"), None);
         assert_eq!(subscription("resp/x"), None);
         assert_eq!(subscription("+"), None);
     }

@@ -80,6 +80,9 @@ pub trait Handler: Send + 'static {
     fn on_room(&mut self) {}
     /// The connection went up or down, or a connect attempt failed.
     fn on_link(&mut self, _e: LinkEvent) {}
+    /// A consumer's lag (records between its position and the partitions' ends), as its
+    /// transport last measured it (Kafka: librdkafka's statistics, once a second).
+    fn on_lag(&mut self, _records: u64) {}
 }
 
 /// Hooks a transport supplies for the bytes an engine hands to a link.

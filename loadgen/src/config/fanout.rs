@@ -5,6 +5,7 @@
 use clap::{Args, ValueEnum};
 use rr_common::broker::{BrokerUrl, Scheme};
 use rr_common::cli::ConfigError;
+use rr_common::kafka::topics::SubjectTopics;
 use serde_json::Value;
 use std::net::IpAddr;
 
@@ -43,7 +44,7 @@ impl Role {
 /// Fan-out settings.
 #[derive(Args, Clone, Debug)]
 pub struct FanoutConfig {
-    /// Gateway WebSocket URLs (ws:// or wss://), comma separated; clients are spread over them round-robin [default: BROKER when it is ws:// or wss://]
+    /// Gateway WebSocket URLs (ws:// or wss://), comma separated, clients spread over them round-robin; or one kafka://host:port[,...]: the subscribers are Kafka consumers (the scaling-test shape) [default: BROKER when it is ws:// or wss://]
     #[arg(
         long,
         env = "GATEWAY_URLS",
@@ -97,7 +98,7 @@ pub struct FanoutConfig {
     /// Seed of the subject choice, so runs repeat (fanout)
     #[arg(long, env = "SEED", default_value_t = 1, value_name = "SEED")]
     pub seed: u64,
-    /// Broker the publisher connects to, any URL form [default: mqtt://{first gateway host}:1883]
+    /// Broker the publisher connects to, any URL form, kafka://host:port[,...] included [default: mqtt://{first gateway host}:1883; GATEWAY_URLS when it is kafka://]
     #[arg(long, env = "PUBLISH_BROKER", value_name = "PUBLISH_BROKER")]
     pub publish_broker: Option<BrokerUrl>,
     /// Messages per second in total, spread evenly over the subjects (fanout)
@@ -116,6 +117,28 @@ pub struct FanoutConfig {
         value_name = "PUBLISH_CONNECTIONS"
     )]
     pub publish_connections: u32,
+    /// Kafka: the topic every subject is produced to (keyed by the subject's name), or a template holding {subject} for a topic per subject (s.{subject}: u/s17 -> s.u.s17) (fanout)
+    #[arg(
+        long,
+        env = "SUBJECT_TOPIC",
+        default_value = "fanout",
+        value_name = "SUBJECT_TOPIC"
+    )]
+    pub subject_topic: String,
+    /// Kafka consumers: one consumer group shared by all of them (each message expected once per group) [default: a group of its own per consumer, each sees every message]
+    #[arg(long, env = "CONSUMER_GROUP", value_name = "CONSUMER_GROUP")]
+    pub consumer_group: Option<String>,
+    /// Kafka consumers: a consumer that makes no progress for this long while it has lag (or is down) counts as failing (fanout)
+    #[arg(
+        long,
+        env = "FAILING_AFTER_SEC",
+        default_value_t = 5,
+        value_name = "FAILING_AFTER_SEC"
+    )]
+    pub failing_after_sec: u64,
+    /// Test hook: IDX@SEC stops subscriber IDX for good SEC seconds after t = 0, as a crashed client (fanout) [default: none]
+    #[arg(long, env = "KILL_CLIENT_AT", value_name = "KILL_CLIENT_AT")]
+    pub kill_client_at: Option<String>,
     /// What this process runs: subscribe, publish or both (fanout)
     #[arg(
         long,
@@ -129,6 +152,15 @@ pub struct FanoutConfig {
 
 /// Most clients per process (the OS limits usually stop far earlier, with a clear message).
 pub const MAX_CLIENTS: u32 = 10_000_000;
+/// Most Kafka consumers per process (each is a librdkafka client: README, Kafka).
+pub const MAX_KAFKA_CONSUMERS: u32 = 500;
+
+/// `KILL_CLIENT_AT`: `IDX@SEC`.
+pub fn parse_kill(s: &str) -> Option<(u32, u64)> {
+    let (i, t) = s.trim().split_once('@')?;
+    Some((i.trim().parse().ok()?, t.trim().parse().ok()?))
+}
+
 /// Most subjects (topic bytes are precomputed per subject).
 pub const MAX_SUBJECTS: u32 = 1_000_000;
 /// Most subjects per client.
@@ -144,20 +176,33 @@ impl FanoutConfig {
         }
     }
 
-    /// Publisher broker after defaulting to the first gateway's host on port 1883 (or to
+    /// Publisher broker after defaulting to the first gateway's host on port 1883 (a Kafka
+    /// gateway: the same cluster) (or to
     /// `BROKER` when it is not a WebSocket URL and there is no gateway).
     pub fn effective_publish_broker(&self, broker: &BrokerUrl) -> Option<BrokerUrl> {
         self.publish_broker.clone().or_else(|| {
             self.effective_gateways(broker)
                 .first()
-                .map(|g| BrokerUrl {
-                    scheme: Scheme::Tcp,
-                    host: g.host.clone(),
-                    port: 1883,
-                    path: String::new(),
+                .map(|g| {
+                    if g.scheme.is_kafka() {
+                        g.clone()
+                    } else {
+                        BrokerUrl {
+                            scheme: Scheme::Tcp,
+                            host: g.host.clone(),
+                            port: 1883,
+                            path: String::new(),
+                        }
+                    }
                 })
                 .or_else(|| (!broker.scheme.is_ws()).then(|| broker.clone()))
         })
+    }
+
+    /// `SUBJECT_TOPIC`, checked (see [`FanoutConfig::check`]).
+    pub fn subject_topics(&self) -> SubjectTopics {
+        SubjectTopics::parse(&self.subject_topic)
+            .unwrap_or_else(|_| SubjectTopics::parse("fanout").expect("a legal topic"))
     }
 
     /// Ranges and combinations, naming the variable. `broker` is `BROKER` (the default
@@ -175,10 +220,32 @@ impl FanoutConfig {
                     ),
                 ));
             }
-            if let Some(bad) = gateways.iter().find(|g| !g.scheme.is_ws()) {
+            let kafka = gateways.iter().any(|g| g.scheme.is_kafka());
+            if kafka && gateways.len() > 1 {
                 return Err(ConfigError::new(
                     "GATEWAY_URLS",
-                    format!("'{bad}' is not a ws:// or wss:// URL"),
+                    format!(
+                        "'{}': a kafka:// URL must be the only one (list the cluster's brokers in it: kafka://h1:9092,h2:9092)",
+                        gateways.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",")
+                    ),
+                ));
+            }
+            if let Some(bad) = gateways
+                .iter()
+                .find(|g| !g.scheme.is_ws() && !g.scheme.is_kafka())
+            {
+                return Err(ConfigError::new(
+                    "GATEWAY_URLS",
+                    format!("'{bad}' is not a ws://, wss:// or kafka:// URL"),
+                ));
+            }
+            if kafka && self.clients > MAX_KAFKA_CONSUMERS {
+                return Err(ConfigError::new(
+                    "CLIENTS",
+                    format!(
+                        "'{}' must be 1..={MAX_KAFKA_CONSUMERS} with Kafka consumers (GATEWAY_URLS=kafka://...): each is a librdkafka client with its own threads and buffers (README, Kafka); run more loadgen instances with FANOUT_ROLE=subscribe",
+                        self.clients
+                    ),
                 ));
             }
             if self.clients == 0 || self.clients > MAX_CLIENTS {
@@ -194,14 +261,35 @@ impl FanoutConfig {
                 ));
             }
         }
-        if let Some(k) = self
-            .effective_publish_broker(broker)
-            .filter(|b| role.publishes() && b.scheme.is_kafka())
-        {
+        SubjectTopics::parse(&self.subject_topic)
+            .map_err(|e| ConfigError::new("SUBJECT_TOPIC", e))?;
+        if let Some(g) = &self.consumer_group {
+            if g.is_empty() || g.len() > 200 || g.contains(['/', '\0']) {
+                return Err(ConfigError::new(
+                    "CONSUMER_GROUP",
+                    format!("'{g}' must be 1-200 characters without '/'"),
+                ));
+            }
+        }
+        if self.failing_after_sec == 0 || self.failing_after_sec > 3600 {
             return Err(ConfigError::new(
-                "PUBLISH_BROKER",
-                format!("'{k}': the fan-out publisher does not speak Kafka yet (rr and the worker do: BROKER=kafka://...)"),
+                "FAILING_AFTER_SEC",
+                format!("'{}' must be 1..=3600 seconds", self.failing_after_sec),
             ));
+        }
+        if let Some(k) = &self.kill_client_at {
+            match parse_kill(k) {
+                Some((idx, _)) if idx < self.clients => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        "KILL_CLIENT_AT",
+                        format!(
+                            "'{k}' must be IDX@SEC: a subscriber index below CLIENTS ({}) and whole seconds after t = 0",
+                            self.clients
+                        ),
+                    ))
+                }
+            }
         }
         if role.publishes() && self.effective_publish_broker(broker).is_none() {
             return Err(ConfigError::new(
@@ -292,6 +380,16 @@ impl FanoutConfig {
             ),
             ("PUBLISH_RATE", Value::from(self.publish_rate)),
             ("PUBLISH_CONNECTIONS", Value::from(self.publish_connections)),
+            ("SUBJECT_TOPIC", Value::from(self.subject_topic.clone())),
+            (
+                "CONSUMER_GROUP",
+                Value::from(self.consumer_group.clone().unwrap_or_default()),
+            ),
+            ("FAILING_AFTER_SEC", Value::from(self.failing_after_sec)),
+            (
+                "KILL_CLIENT_AT",
+                Value::from(self.kill_client_at.clone().unwrap_or_default()),
+            ),
             ("FANOUT_ROLE", Value::from(self.fanout_role.name())),
         ]
     }

@@ -4,6 +4,7 @@
 pub use crate::config::fanout::Role;
 use crate::config::Config;
 use rr_common::broker::BrokerUrl;
+use rr_common::kafka::topics::SubjectTopics;
 use std::net::IpAddr;
 
 /// The effective fan-out plan: who connects where, from where, to which subjects.
@@ -21,6 +22,18 @@ pub struct Plan {
     pub publish_rate: f64,
     pub publish_connections: u32,
     pub payload_bytes: usize,
+    /// Kafka: where subjects are produced (`SUBJECT_TOPIC`).
+    pub subject_topics: SubjectTopics,
+    /// Kafka: partitions of the subject topics a run creates (`KAFKA_PARTITIONS`).
+    pub kafka_partitions: u32,
+    /// The subscribers are Kafka consumers (`GATEWAY_URLS=kafka://...`).
+    pub kafka_consumers: bool,
+    /// Kafka consumers: the group they share (`CONSUMER_GROUP`), else one each.
+    pub consumer_group: Option<String>,
+    /// Kafka consumers: no progress for this long counts as failing (`FAILING_AFTER_SEC`).
+    pub failing_after: std::time::Duration,
+    /// Test hook: subscriber `IDX` stops for good `SEC` seconds after t = 0 (`KILL_CLIENT_AT`).
+    pub kill: Option<(u32, u64)>,
 }
 
 impl Plan {
@@ -28,6 +41,17 @@ impl Plan {
         let f = &cfg.fanout;
         let broker = &cfg.connect.broker;
         let role = f.fanout_role;
+        let kafka_consumers = role.subscribes()
+            && f.effective_gateways(broker)
+                .iter()
+                .any(|g| g.scheme.is_kafka());
+        // a Kafka consumer of the one subject topic reads every subject; with a topic per
+        // subject it reads the topics of its SUBJECTS_PER_CLIENT subjects
+        let per_client = if kafka_consumers && !f.subject_topics().per_subject() {
+            f.subjects
+        } else {
+            f.subjects_per_client
+        };
         Plan {
             role,
             gateways: if role.subscribes() {
@@ -41,13 +65,40 @@ impl Plan {
             sources: f.source_addrs.clone(),
             clients: if role.subscribes() { f.clients } else { 0 },
             subjects: f.subjects,
-            per_client: f.subjects_per_client,
+            per_client,
             seed: f.seed,
             connect_rate: f.connect_rate,
             publish_rate: f.publish_rate,
             publish_connections: f.publish_connections,
             payload_bytes: cfg.payload_bytes(),
+            subject_topics: f.subject_topics(),
+            kafka_partitions: cfg.connect.kafka_partitions,
+            kafka_consumers,
+            consumer_group: f.consumer_group.clone(),
+            failing_after: std::time::Duration::from_secs(f.failing_after_sec),
+            kill: f
+                .kill_client_at
+                .as_deref()
+                .and_then(crate::config::fanout::parse_kill),
         }
+    }
+
+    /// The subject's name, `{SUBJECT_PREFIX}{n}`.
+    pub fn subject_name(prefix: &str, n: u32) -> String {
+        format!("{prefix}{n}")
+    }
+
+    /// Kafka: the topics the subjects are produced to, with the partitions a run creates them
+    /// with where the cluster lacks them.
+    pub fn kafka_topics(&self, prefix: &str) -> Vec<(String, u32)> {
+        let names: Vec<String> = (0..self.subjects)
+            .map(|n| Plan::subject_name(prefix, n))
+            .collect();
+        self.subject_topics
+            .topics(names.iter().map(String::as_str))
+            .into_iter()
+            .map(|t| (t, self.kafka_partitions))
+            .collect()
     }
 
     /// Index into `gateways` of client `idx` (round-robin).
@@ -78,6 +129,9 @@ impl Plan {
         };
         let n = u64::from(self.subjects);
         let k = u64::from(self.per_client.min(self.subjects));
+        if k == n {
+            return (0..self.subjects).collect();
+        }
         let mut chosen: Vec<u32> = Vec::with_capacity(k as usize);
         for j in (n - k)..n {
             let t = (next() % (j + 1)) as u32;

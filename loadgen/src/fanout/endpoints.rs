@@ -109,6 +109,7 @@ impl harness::Live for FanoutEndpoints {
             bytes_per_s: per_s(get(&c.bytes_window)),
             clock: (!exact).then(|| "wall".into()),
             clock_skewed: (!exact).then(|| get(&c.skewed)),
+            kafka_consumers: self.live.kafka_books(),
             ..DeliveryBooks::default()
         };
         Finished {
@@ -174,6 +175,16 @@ impl Endpoints for FanoutEndpoints {
             "latency_us": l.lat.total(),
             "rss_bytes": rr_common::cli::rss_bytes(),
         });
+        let mut rest = rest;
+        if l.consumers.enabled() {
+            let (lag_max, lag_sum) = l.consumers.lag_now();
+            rest["kafka_consumers"] = serde_json::json!({
+                "consumer_lag_max": lag_max,
+                "consumer_lag_sum": lag_sum,
+                "failing_clients": l.consumers.failing(),
+                "failed_clients": l.consumers.failed(),
+            });
+        }
         if let serde_json::Value::Object(m) = rest {
             head.extend(m);
         }

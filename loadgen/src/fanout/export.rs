@@ -12,6 +12,9 @@ pub struct FanoutMetrics {
     connections: Gauge,
     disconnects: Counter,
     lost: Counter,
+    lag_max: Gauge,
+    lag_sum: Gauge,
+    failing: Gauge,
     latency: LatencyHistogram,
 }
 
@@ -40,6 +43,18 @@ impl Default for FanoutMetrics {
                 "fanout_messages_lost_total",
                 "Messages missed by a subscriber (sequence gaps per client and subject)",
             ),
+            lag_max: e.gauge(
+                "fanout_consumer_lag_max",
+                "Kafka consumers: lag of the most-behind consumer (records; 0 without Kafka consumers)",
+            ),
+            lag_sum: e.gauge(
+                "fanout_consumer_lag",
+                "Kafka consumers: lag summed over the consumers (records; 0 without Kafka consumers)",
+            ),
+            failing: e.gauge(
+                "fanout_failing_clients",
+                "Kafka consumers making no progress for FAILING_AFTER_SEC while behind or down",
+            ),
             latency: e.histogram(
                 "fanout_latency_seconds",
                 "Publish (scheduled) to receipt latency of fan-out deliveries",
@@ -59,6 +74,10 @@ impl FanoutMetrics {
         self.connections.set(live.connections() as f64);
         self.disconnects.absolute(get(&c.disconnects));
         self.lost.absolute(get(&c.lost));
+        let (lag_max, lag_sum) = live.consumers.lag_now();
+        self.lag_max.set(lag_max as f64);
+        self.lag_sum.set(lag_sum as f64);
+        self.failing.set(live.consumers.failing() as f64);
         self.exporter
             .render(&[(&self.latency, live.lat.total_buckets())])
     }

@@ -11,6 +11,7 @@
 
 mod books;
 mod config;
+mod consumers;
 mod endpoints;
 mod export;
 mod limits;
@@ -65,6 +66,8 @@ pub(crate) struct Fanout {
     /// The publisher's schedule, and the token that ends it early.
     publisher: Option<JoinHandle<()>>,
     publish_end: CancellationToken,
+    /// `KILL_CLIENT_AT`: the stop token of that subscriber alone.
+    kill: Option<CancellationToken>,
     rss_before: u64,
     rss_after: u64,
     connected_after_ramp: u64,
@@ -80,10 +83,18 @@ impl Fanout {
     pub(crate) fn new(cfg: &Config, run: Arc<RunState>) -> Result<Fanout, LoadgenError> {
         let plan = Arc::new(Plan::new(cfg));
         limits::check(&plan, &OsLimits::current())?;
-        let live = Arc::new(Live::new(
+        let live = Arc::new(Live::with_consumers(
             u64::from(plan.clients),
             u64::from(plan.subjects),
             plan.role.name(),
+            consumers::Consumers::new(
+                if plan.kafka_consumers {
+                    plan.clients
+                } else {
+                    0
+                },
+                plan.failing_after,
+            ),
         ));
         let clock = Clock::new(if plan.role == Role::Both {
             ClockKind::Monotonic
@@ -111,6 +122,7 @@ impl Fanout {
             subs_stop: CancellationToken::new(),
             publisher: None,
             publish_end: CancellationToken::new(),
+            kill: None,
             rss_before: 0,
             rss_after: 0,
             connected_after_ramp: 0,
@@ -182,10 +194,43 @@ impl Scenario for Fanout {
             );
         }
 
+        // Kafka: the subject topics, made where the cluster lacks them, on the publisher's
+        // cluster and the consumers' (FANOUT_ROLE=subscribe starts before any publisher); exit 3
+        // if a cluster never answers.
+        let kafka = plan
+            .publish_broker
+            .iter()
+            .map(|u| (u, true))
+            .chain(plan.gateways.first().map(|u| (u, false)))
+            .filter(|(u, _)| u.scheme.is_kafka());
+        for (url, publisher) in kafka {
+            let topics = plan.kafka_topics(&cfg.fanout.subject_prefix);
+            let r = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = transport::prepare(url, &opts, &topics) => r,
+            };
+            r.map_err(|source| {
+                let url = url.to_string();
+                if publisher {
+                    LoadgenError::Publisher { url, source }
+                } else {
+                    LoadgenError::Gateway { url, source }
+                }
+            })?;
+        }
+
         // Publisher links first: an unreachable publish broker fails before any client connects.
         if let Some(url) = &plan.publish_broker {
             let prefix = format!("{instance}-fopub-{:08x}-", self.run_id);
-            let spec = template(url);
+            let mut spec = template(url);
+            if url.scheme.is_kafka() {
+                // per-subject sequences must stay in order: an idempotent producer neither
+                // duplicates nor reorders a batch it retries (KAFKA_CONFIG, applied after, may
+                // say otherwise)
+                let mut o = (*opts).clone();
+                o.kafka_config = format!("enable.idempotence=true,{}", o.kafka_config);
+                spec.opts = Arc::new(o);
+            }
             let r = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 r = publisher::connect(
@@ -207,7 +252,12 @@ impl Scenario for Fanout {
             plan: plan.clone(),
             templates: plan.gateways.iter().map(template).collect(),
             subject_prefix: cfg.fanout.subject_prefix.clone(),
-            client_id_prefix: format!("{instance}-fo-"),
+            // (a Kafka consumer's id names its own group: new every run)
+            client_id_prefix: if plan.kafka_consumers {
+                format!("{instance}-fo-{:08x}-", self.run_id)
+            } else {
+                format!("{instance}-fo-")
+            },
             live: self.live.clone(),
             subjects: self.subjects.clone(),
             rules: Rules::for_role(role, self.run_id),
@@ -216,7 +266,14 @@ impl Scenario for Fanout {
         });
         self.ctx = Some(ctx.clone());
         self.rss_before = rr_common::cli::rss_bytes();
-        ramp(&ctx, budget, &self.subs_stop, shutdown, &mut self.clients).await?;
+        if plan.kill.is_some() {
+            self.kill = Some(self.subs_stop.child_token());
+        }
+        let stops = Stops {
+            all: &self.subs_stop,
+            kill: plan.kill.map(|(i, _)| i).zip(self.kill.clone()),
+        };
+        ramp(&ctx, budget, &stops, shutdown, &mut self.clients).await?;
         self.connected_after_ramp = self.live.connections();
         self.rss_after = rr_common::cli::rss_bytes();
         Ok(())
@@ -230,6 +287,14 @@ impl Scenario for Fanout {
         // second of them (WARMUP_SEC)
         let epoch_ns = self.clock.ns_at(clock.epoch);
         self.live.seconds.set_epoch(epoch_ns, warmup.as_secs());
+        if let (Some((idx, sec)), Some(kill)) = (self.plan.kill, self.kill.clone()) {
+            let at = clock.epoch + Duration::from_secs(sec);
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at.into()).await;
+                eprintln!("KILL_CLIENT_AT: subscriber {idx} stops now");
+                kill.cancel();
+            });
+        }
         self.cpu_task = Some(tokio::spawn(async move {
             tokio::time::sleep_until((clock.epoch + warmup).into()).await;
             if let Some(cpu) = stats::process_cpu_seconds() {
@@ -243,12 +308,13 @@ impl Scenario for Fanout {
                 subjects: self.subjects.clone(),
                 clock: self.clock,
                 run: self.run_id,
-                encoder: Encoder::new(
+                encoder: Encoder::fanout(
                     self.plan
                         .publish_broker
                         .as_ref()
                         .unwrap_or(&self.cfg.connect.broker),
                     &self.cfg.connect,
+                    &self.plan.subject_topics,
                 ),
                 prefix: self.cfg.fanout.subject_prefix.clone(),
                 epoch: clock.epoch,
@@ -313,6 +379,7 @@ impl Scenario for Fanout {
     async fn finish(mut self) -> Result<Finished, LoadgenError> {
         let c = &self.live.c;
         let connected_at_end = self.live.connections();
+        self.live.consumers.freeze();
         self.subs_stop.cancel();
         let mut tail = 0u64;
         let mut clients_with_loss = 0u64;
@@ -411,6 +478,7 @@ impl Scenario for Fanout {
             cpu_cores_in_window: self.cpu_cores,
             clock: (!exact).then(|| "wall".into()),
             clock_skewed: (!exact).then(|| get(&c.skewed)),
+            kafka_consumers: self.live.kafka_books(),
         };
         Ok(Finished {
             duration_s,
@@ -432,13 +500,28 @@ fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
+/// The subscribers' stop tokens: all of them, and `KILL_CLIENT_AT`'s subscriber's own.
+struct Stops<'a> {
+    all: &'a CancellationToken,
+    kill: Option<(u32, CancellationToken)>,
+}
+
+impl Stops<'_> {
+    fn of(&self, idx: u32) -> CancellationToken {
+        match &self.kill {
+            Some((i, t)) if *i == idx => t.clone(),
+            _ => self.all.clone(),
+        }
+    }
+}
+
 /// Opens the subscriber connections at `CONNECT_RATE`. The first client of each gateway is
 /// connected before the others (retrying for `budget`), so an unreachable gateway fails the run
 /// at once. Returns when every client has subscribed once, or the ramp's deadline passed.
 async fn ramp(
     ctx: &Arc<SubscriberCtx>,
     budget: Duration,
-    stop: &CancellationToken,
+    stop: &Stops<'_>,
     shutdown: &CancellationToken,
     handles: &mut Vec<JoinHandle<ClientEnd>>,
 ) -> Result<(), LoadgenError> {
@@ -463,7 +546,7 @@ async fn ramp(
             ctx.clone(),
             idx,
             Some(session),
-            stop.clone(),
+            stop.of(idx),
         )));
     }
     let start = tokio::time::Instant::now();
@@ -480,7 +563,7 @@ async fn ramp(
             ctx.clone(),
             idx,
             None,
-            stop.clone(),
+            stop.of(idx),
         )));
     }
     // Wait for the stragglers: a few connect timeouts past the last spawn.

@@ -3,11 +3,13 @@
 //! readers (`endpoints.rs`: the harness's tick and progress line, `/metrics` and `/stats`; the
 //! timeline's tick) merge them.
 
+use super::consumers::Consumers;
 use super::timeline::{self, Counts, Gauges, Recent, RunSeconds};
 use hdrhistogram::Histogram;
 use rr_common::stats::{new_histogram, record_us, BucketTotals, Summary};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Histogram shards; a recorder picks one by client index, so locks are rarely contended.
 const SHARDS: usize = 8;
@@ -215,11 +217,24 @@ pub struct Live {
     pub clients: u64,
     pub subjects: u64,
     pub role: &'static str,
+    /// Kafka consumers' progress (empty otherwise).
+    pub consumers: Consumers,
 }
 
 impl Live {
     pub fn new(clients: u64, subjects: u64, role: &'static str) -> Live {
+        Live::with_consumers(clients, subjects, role, Consumers::new(0, Duration::ZERO))
+    }
+
+    /// With `consumers` (the Kafka consumers' progress).
+    pub fn with_consumers(
+        clients: u64,
+        subjects: u64,
+        role: &'static str,
+        consumers: Consumers,
+    ) -> Live {
         Live {
+            consumers,
             c: Counters::default(),
             lat: Latency::default(),
             seconds: RunSeconds::default(),
@@ -240,6 +255,10 @@ impl Live {
         let lat = self.lat.take_second();
         let (d, r) = (get(&self.c.disconnects), get(&self.c.reconnects));
         let connections = self.connections();
+        let k = self
+            .consumers
+            .enabled()
+            .then(|| self.consumers.sample(std::time::Instant::now()));
         let mut s = lock(&self.sampled);
         let i = sec as usize;
         if s.gauges.len() <= i {
@@ -258,10 +277,26 @@ impl Live {
             p90_us: lat.p90,
             p99_us: lat.p99,
             max_us: lat.max,
+            consumer_lag_max: k.map(|k| k.lag_max),
+            consumer_lag_sum: k.map(|k| k.lag_sum),
+            failing_clients: k.map(|k| k.failing),
         };
         s.gauges[i] = g;
         s.disconnects = d.max(s.disconnects);
         s.reconnects = r.max(s.reconnects);
+    }
+
+    /// The Kafka consumers' part of the report (`None` without Kafka consumers).
+    pub fn kafka_books(&self) -> Option<Box<crate::report::KafkaConsumerBooks>> {
+        let k = &self.consumers;
+        k.enabled().then(|| {
+            Box::new(crate::report::KafkaConsumerBooks {
+                failing_clients: k.failing(),
+                failed_clients: k.failed(),
+                consumer_lag_max: k.lag_peak(),
+                consumer_lag_end: k.lag_now().1,
+            })
+        })
     }
 
     /// The timeline so far: counts and gauges by second.

@@ -8,6 +8,7 @@ use super::config::Plan;
 use super::payload::{Clock, Stamp};
 use super::stats::{add, Live};
 use futures_util::FutureExt;
+use rr_common::kafka::link::consume_filter;
 use rr_common::link::{Handler, Invalid, LinkEvent, Message, SessionSpec};
 use rr_common::transport::{self, Session};
 use std::future::Future;
@@ -37,12 +38,24 @@ impl SubscriberCtx {
     pub fn spec_for(&self, idx: u32) -> SessionSpec {
         let mut spec = self.templates[self.plan.gateway_of(idx)].clone();
         spec.client_id = format!("{}{idx}", self.client_id_prefix);
-        spec.subscriptions = self
+        let names = self
             .plan
             .subjects_of(idx)
             .into_iter()
-            .map(|s| (format!("{}{s}", self.subject_prefix), 0))
-            .collect();
+            .map(|s| format!("{}{s}", self.subject_prefix));
+        spec.subscriptions = if self.plan.kafka_consumers {
+            // the topics of its subjects, in its own group (or CONSUMER_GROUP)
+            let group = self.plan.consumer_group.as_ref().unwrap_or(&spec.client_id);
+            let names: Vec<String> = names.collect();
+            self.plan
+                .subject_topics
+                .topics(names.iter().map(String::as_str))
+                .into_iter()
+                .map(|t| (consume_filter(group, &t), 0))
+                .collect()
+        } else {
+            names.map(|n| (n, 0)).collect()
+        };
         spec.bind = self.plan.source_of(idx);
         spec
     }
@@ -73,6 +86,7 @@ struct Client {
 
 impl Handler for Client {
     fn on_message(&mut self, m: &Message<'_>, now: Instant) {
+        self.ctx.live.consumers.progressed(self.idx, now);
         match Stamp::decode(m.payload) {
             Ok(stamp) => {
                 let now_ns = self.ctx.clock.ns_at(now);
@@ -94,8 +108,16 @@ impl Handler for Client {
         add(&self.ctx.live.c.invalid, 1);
     }
 
+    fn on_lag(&mut self, records: u64) {
+        self.ctx.live.consumers.lag(self.idx, records);
+    }
+
     fn on_link(&mut self, e: LinkEvent) {
         let (c, end) = (&self.ctx.live.c, &mut self.end);
+        if let LinkEvent::Up | LinkEvent::Down { .. } = e {
+            let up = matches!(e, LinkEvent::Up);
+            self.ctx.live.consumers.link(self.idx, up, Instant::now());
+        }
         match e {
             LinkEvent::Up => {
                 if end.joined {

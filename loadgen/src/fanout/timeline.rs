@@ -14,8 +14,10 @@
 //!
 //! The hot path counts into the sharded lock the latency recorder takes anyway ([`Recent`]: the
 //! few seconds a shard saw since the last collection); collecting moves them into the run's
-//! rows. The tick samples the gauges and the second's latency ([`TimelineHook`]). A stored second
-//! costs [`SECOND_BYTES`] bytes: 8.3 MB for a 24-hour run.
+//! rows. The tick samples the gauges and the second's latency ([`TimelineHook`]); with Kafka
+//! consumers (the scaling-test shape) also the lag of the most-behind consumer, the sum over
+//! consumers and the failing consumers (`fanout::consumers`). A stored second costs
+//! [`SECOND_BYTES`] bytes: 12 MB for a 24-hour run.
 
 use super::stats::Live;
 use crate::harness::{Finished, RunHook, Tick};
@@ -92,11 +94,15 @@ pub struct Gauges {
     pub p90_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
+    /// Kafka consumers: lag of the most-behind one, the sum, the failing ones.
+    pub consumer_lag_max: Option<u64>,
+    pub consumer_lag_sum: Option<u64>,
+    pub failing_clients: Option<u64>,
 }
 
 /// Bytes a second of the run costs in memory (counts and gauges).
 pub const SECOND_BYTES: usize = std::mem::size_of::<Counts>() + std::mem::size_of::<Gauges>();
-const _: () = assert!(SECOND_BYTES * 86_400 <= 9 * 1000 * 1000);
+const _: () = assert!(SECOND_BYTES * 86_400 <= 13 * 1000 * 1000);
 
 /// The run's t = 0 on the payload clock: which second a stamp falls in.
 pub struct RunSeconds {
@@ -159,6 +165,14 @@ pub struct Row {
     pub p90_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
+    /// Kafka consumers only: lag of the most-behind consumer at the second's end (records), the
+    /// sum over consumers, and the consumers failing (no progress for FAILING_AFTER_SEC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_lag_max: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_lag_sum: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_clients: Option<u64>,
 }
 
 /// The rows of a run from its counts and gauges, seconds before `warmup_s` marked. A second the
@@ -187,6 +201,9 @@ pub fn rows(counts: &[Counts], gauges: &[Gauges], warmup_s: u64) -> Vec<Row> {
                 p90_us: g.p90_us,
                 p99_us: g.p99_us,
                 max_us: g.max_us,
+                consumer_lag_max: g.consumer_lag_max,
+                consumer_lag_sum: g.consumer_lag_sum,
+                failing_clients: g.failing_clients,
             }
         })
         .collect()
@@ -195,11 +212,18 @@ pub fn rows(counts: &[Counts], gauges: &[Gauges], warmup_s: u64) -> Vec<Row> {
 /// The header of a fan-out run's `TIMELINE_CSV`.
 pub const CSV_HEADER: &str = "t,warmup,published,received,bytes,lost,connections,disconnects,reconnects,p50_us,p90_us,p99_us,max_us";
 
+/// The columns a run with Kafka consumers adds.
+pub const CSV_KAFKA: &str = ",consumer_lag_max,consumer_lag_sum,failing_clients";
+
 /// The rows as CSV, header first.
 pub fn to_csv(rows: &[Row]) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(64 + rows.len() * 64);
     s.push_str(CSV_HEADER);
+    let kafka = rows.iter().any(|r| r.failing_clients.is_some());
+    if kafka {
+        s.push_str(CSV_KAFKA);
+    }
     s.push('\n');
     for r in rows {
         let _ = writeln!(
@@ -219,6 +243,17 @@ pub fn to_csv(rows: &[Row]) -> String {
             r.p99_us,
             r.max_us
         );
+        if kafka {
+            s.pop();
+            let v = |x: Option<u64>| x.unwrap_or(0);
+            let _ = writeln!(
+                s,
+                ",{},{},{}",
+                v(r.consumer_lag_max),
+                v(r.consumer_lag_sum),
+                v(r.failing_clients)
+            );
+        }
     }
     s
 }
