@@ -23,7 +23,12 @@ nodelay,default), BIN (directory
 of the release binaries, default target/release), ECHO_PAIR (path of the echo_pair example),
 RESULTS_DIR (default benchmarks/results; scripts/benchmark.sh passes a scratch run directory
 unless UPDATE_RESULTS=1), CEILING_RATES (comma-separated steps), LOADGEN_EXTRA / WORKER_EXTRA (K=V,K=V settings added to
-every loadgen / worker, for experiments).
+every loadgen / worker, for experiments), FIFO (SCHED_FIFO priority of every process started, e.g. 1,
+root: they run as soon as they wake, ahead of other work on the machine), NICE (niceness of every
+started process's autogroup, e.g. -20: each runs in a session of its own, so a plain nice would
+not weigh it against other sessions' work). Ceiling steps also sample, every 100 ms, where bytes
+wait (`Queues`: the broker's unread input from loadgen and from worker connections, the
+clients' unread input, the worker's request queue).
 """
 
 import csv
@@ -37,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from datetime import datetime, timezone
@@ -56,6 +62,10 @@ TANSU = (os.environ.get("TANSU_BIN") or shutil.which("tansu")
          or str(Path(os.environ.get("CARGO_HOME") or Path.home() / ".cargo") / "bin" / "tansu"))
 ECHO_PAIR = Path(os.environ.get("ECHO_PAIR") or BIN / "examples" / "echo_pair")
 CLK = os.sysconf("SC_CLK_TCK")
+FIFO = int(os.environ.get("FIFO") or 0)  # SCHED_FIFO priority of every process (0: normal scheduling)
+# niceness of every started process's autogroup: each runs in a session of its own, so (with the
+# kernel's autogroups) a plain nice would only weigh it against itself, not against other work
+NICE = os.environ.get("NICE")
 PREFIX = "benchmark-quick" if QUICK else "benchmark"
 
 # Durations (seconds): warm-up excluded from loadgen's statistics, then the measured window.
@@ -155,6 +165,11 @@ class Stack:
         p = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                              start_new_session=True, cwd=cwd)
         self.procs[role] = p
+        if NICE:
+            try:
+                Path(f"/proc/{p.pid}/autogroup").write_text(NICE)
+            except OSError as e:
+                log(f"NICE={NICE}: cannot set the autogroup niceness of {role}: {e}")
         return p
 
     def broker(self, transport="mqtt", config="nodelay"):
@@ -225,15 +240,93 @@ class Stack:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class Queues(threading.Thread):
+    """Where bytes wait, every 100 ms (from /proc/net/tcp, no process started): unread in the
+    broker's sockets from the loadgen's and from the worker's connections (a busy broker reads
+    behind), unread in the loadgen's and the worker's own sockets, and the worker's request queue
+    (its /stats). Shows which hop a latency tail builds up in."""
+
+    def __init__(self, broker_port, pids, worker_port):
+        super().__init__(daemon=True)
+        self.port, self.pids, self.wport = broker_port, pids, worker_port
+        self.stop, self.rows, self.owner = threading.Event(), [], {}
+
+    @staticmethod
+    def sockets():
+        """(local port, remote port, unread bytes, socket inode) of every established TCP socket."""
+        out = []
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                x = line.split()
+                if x[3] != "01":
+                    continue
+                out.append((int(x[1].split(":")[1], 16), int(x[2].split(":")[1], 16),
+                            int(x[4].split(":")[1], 16), x[9]))
+        return out
+
+    def owners(self, socks):
+        """local port of each client socket of the broker -> "loadgen" or "worker"."""
+        inodes = {}
+        for role, pid in self.pids.items():
+            try:
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    try:
+                        link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    except OSError:
+                        continue
+                    if link.startswith("socket:["):
+                        inodes[link[8:-1]] = role
+            except OSError:
+                pass
+        for lp, rp, _, ino in socks:
+            if rp == self.port and ino in inodes:
+                self.owner[lp] = inodes[ino]
+
+    def run(self):
+        while not self.stop.wait(0.1):
+            socks = self.sockets()
+            if not self.owner:
+                self.owners(socks)
+            row = {}
+            for lp, rp, unread, _ in socks:
+                if lp == self.port and rp in self.owner:
+                    key = f"broker_unread_from_{self.owner[rp]}"
+                elif rp == self.port and lp in self.owner:
+                    key = f"{self.owner[lp]}_unread"
+                else:
+                    continue
+                total, deepest = row.get(key, (0, 0))
+                row[key] = (total + unread, max(deepest, unread))
+            if self.wport:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{self.wport}/stats", timeout=0.5) as r:
+                        row["worker_queue"] = (json.loads(r.read()).get("queue_depth", 0), 0)
+                except (OSError, ValueError):
+                    pass
+            self.rows.append(row)
+
+    def summary(self):
+        """bytes (requests for worker_queue): mean and max of the total, max of the deepest socket."""
+        keys = sorted({k for r in self.rows for k in r})
+        res = {}
+        for k in keys:
+            tot = [r.get(k, (0, 0))[0] for r in self.rows]
+            res[k] = {"mean": round(statistics.mean(tot)), "max": max(tot)}
+            if k != "worker_queue":
+                res[k]["deepest_socket_max"] = max(r.get(k, (0, 0))[1] for r in self.rows)
+        return {"samples": len(self.rows), **res}
+
+
 def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, interval_ms=INTERVAL_MS,
-                transport="mqtt", broker_config="nodelay", connections=100):
-    """One run: broker (+ worker) + loadgen; CPU of each process over the same window."""
+                transport="mqtt", broker_config="nodelay", connections=100, queues=False):
+    """One run: broker (+ worker) + loadgen; CPU of each process over the same window; with
+    `queues`, where bytes wait over that window (`Queues`)."""
     stack = Stack(name)
     ok = False
     try:
         bport = stack.broker(transport, broker_config)
-        if worker:
-            stack.worker(bport)
+        wport = stack.worker(bport) if worker else None
         settings = dict(SCENARIO=scenario, VIRTUAL_CLIENTS=int(rate * interval_ms / 1000),
                         INTERVAL_MS=interval_ms, CONNECTIONS=connections, WARMUP_SEC=WARMUP,
                         DURATION_SEC=duration, TIMEOUT_MS=5000)
@@ -246,6 +339,11 @@ def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, inte
         # The measured window opens WARMUP s after loadgen's start (just before /ready).
         time.sleep(WARMUP + 0.5)
         pids = {role: p.pid for role, p in stack.procs.items()}
+        sampler = None
+        if queues:
+            sampler = Queues(int(bport.rsplit(":", 1)[1]), {r: pids[r] for r in ("loadgen", "worker") if r in pids},
+                             wport)
+            sampler.start()
         c0 = {r: cpu_seconds(pid) for r, pid in pids.items()}
         s0 = {r: switches(pid) for r, pid in pids.items()}
         t0 = time.monotonic()
@@ -253,6 +351,9 @@ def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, inte
         c1 = {r: cpu_seconds(pid) for r, pid in pids.items()}
         s1 = {r: switches(pid) for r, pid in pids.items()}
         window = time.monotonic() - t0
+        if sampler:
+            sampler.stop.set()
+            sampler.join()
         rc = lg.wait(timeout=duration + 60)
         if rc != 0:
             raise RuntimeError(f"loadgen exit {rc}: {(stack.dir / 'loadgen.log').read_text()[-2000:]}")
@@ -271,13 +372,15 @@ def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, inte
             "reconnects": rep["reconnects"],
             "latency_us": {k: lat.get(k) for k in ("p50", "p90", "p99", "max", "mean")},
             "schedule_lag_p99_us": rep["schedule_lag_us"].get("p99"),
-            "schedule_lag_us": {k: rep["schedule_lag_us"].get(k) for k in ("p50", "p99", "mean")},
+            "schedule_lag_us": {k: rep["schedule_lag_us"].get(k) for k in ("p50", "p99", "p999", "max", "mean")},
             "cpu_window_s": round(window, 3), "cpu_s": cpu,
             "cpu_cores": {r: round(v / window, 3) for r, v in cpu.items()},
             "context_switches_per_s": {r: round((s1[r] - s0[r]) / window) for r in pids},
             "cpu_us_per_op": {r: round(v / done * 1e6, 2) for r, v in cpu.items()},
             "context_switches_per_op": {r: round((s1[r] - s0[r]) / done, 3) for r in pids},
         }
+        if sampler:
+            res["queues"] = sampler.summary()
         b = cpu.get("broker") or 0
         res["ratio_loadgen_broker"] = round(cpu["loadgen"] / b, 3) if b else None
         if worker:
@@ -493,13 +596,15 @@ def sustained(r):
 def scenario_ceiling():
     steps = []
     for rate in CEILING_RATES:
-        r = run_loadgen(f"ceiling-{rate}", "rr", rate, DUR["ceiling"], worker=True)
+        r = run_loadgen(f"ceiling-{rate}", "rr", rate, DUR["ceiling"], worker=True, queues=True)
         r["sustained"] = sustained(r)
         steps.append(r)
-        c = r["cpu_cores"]
+        c, q = r["cpu_cores"], r["queues"]
+        waiting = ", ".join(f"{k} {v['mean']}/{v['max']}" for k, v in q.items() if k != "samples")
         log(f"ceiling {rate}/s: match {r['match_rate']:.5f} p50 {r['latency_us']['p50']} us "
-            f"p99 {r['latency_us']['p99']} us, cores: broker {c['broker']} worker {c['worker']} "
-            f"loadgen {c['loadgen']} -> {'ok' if r['sustained'] else 'NOT sustained'}")
+            f"p99 {r['latency_us']['p99']} us (send lag p99 {r['schedule_lag_us']['p99']} us), cores: "
+            f"broker {c['broker']} worker {c['worker']} loadgen {c['loadgen']}; waiting (mean/max bytes): "
+            f"{waiting} -> {'ok' if r['sustained'] else 'NOT sustained'}")
         if not r["sustained"]:
             break
     ok = [s for s in steps if s["sustained"]]
@@ -649,11 +754,12 @@ CSV_FIELDS = ["scenario_step", "broker_config", "offered_rate", "achieved_rate",
               "loadgen_cores", "worker_cores", "broker_cores", "ratio_loadgen_broker",
               "ratio_worker_broker", "loadgen_us_per_op", "worker_us_per_op", "broker_us_per_op",
               "loadgen_switches_per_op", "worker_switches_per_op", "broker_switches_per_op",
-              "sustained"]
+              "broker_unread_from_loadgen_mean_b", "broker_unread_from_worker_mean_b",
+              "broker_unread_from_worker_deepest_b", "worker_queue_max", "sustained"]
 
 
 def csv_row(r):
-    c, l = r["cpu_s"], r["latency_us"]
+    c, l, q = r["cpu_s"], r["latency_us"], r.get("queues", {})
     return {
         "scenario_step": r["name"], "broker_config": r.get("broker_config", "nodelay"),
         "offered_rate": r["offered_rate"], "achieved_rate": r["achieved_rate"],
@@ -671,16 +777,25 @@ def csv_row(r):
         "loadgen_switches_per_op": r["context_switches_per_op"].get("loadgen"),
         "worker_switches_per_op": r["context_switches_per_op"].get("worker", ""),
         "broker_switches_per_op": r["context_switches_per_op"].get("broker"),
+        "broker_unread_from_loadgen_mean_b": q.get("broker_unread_from_loadgen", {}).get("mean", ""),
+        "broker_unread_from_worker_mean_b": q.get("broker_unread_from_worker", {}).get("mean", ""),
+        "broker_unread_from_worker_deepest_b": q.get("broker_unread_from_worker", {}).get("deepest_socket_max", ""),
+        "worker_queue_max": q.get("worker_queue", {}).get("max", ""),
         "sustained": r.get("sustained", ""),
     }
 
 
 def main():
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if FIFO:
+        # SCHED_FIFO (root), inherited by every process started below: they preempt other work
+        # on the machine as soon as they wake, so a run while others compile reads like a quiet one
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(FIFO))
     for b in ("loadgen", "worker"):
         if not (BIN / b).exists():
             sys.exit(f"{BIN / b} missing: run `make release` (or set BIN)")
-    result = {"benchmark": "mqtt-rr-bench issue 6", "machine": machine(), "scenarios": SCENARIOS}
+    result = {"benchmark": "mqtt-rr-bench issue 6", "machine": machine(), "scenarios": SCENARIOS,
+              "sched_fifo": FIFO}
     log(f"{result['machine']['mode']} run: {', '.join(SCENARIOS)}; results in {RESULTS}")
     started = time.monotonic()
     steps = []
