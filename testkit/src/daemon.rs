@@ -1,6 +1,8 @@
 //! [`Daemon`]: a broker process started by a test, its output in a log file; ready when its log
 //! says so and its ports accept TCP; killed on drop, with the log tail printed when the test
-//! panics. Used by [`crate::Mosquitto`] and [`crate::NatsServer`].
+//! panics. [`crate::Mosquitto`], [`crate::NatsServer`] and [`crate::Tansu`] each own one and
+//! dereference to it, so `pid`, `is_running`, `kill`, `cpu_seconds`, `rss_bytes` and `log` are
+//! written once, here.
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
@@ -42,7 +44,7 @@ pub(crate) struct DaemonSpec {
 
 /// See the module docs.
 #[derive(Debug)]
-pub(crate) struct Daemon {
+pub struct Daemon {
     spec: DaemonSpec,
     child: Option<Child>,
     pid: u32,
@@ -57,12 +59,14 @@ impl Daemon {
         }
     }
 
-    pub(crate) fn pid(&self) -> u32 {
+    /// PID of the current (or last) process.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Whether the process is still alive (not killed, not exited).
-    pub(crate) fn is_running(&mut self) -> bool {
+    pub fn is_running(&mut self) -> bool {
         match self.child.as_mut().map(Child::try_wait) {
             Some(Ok(None)) => true,
             Some(Ok(Some(_)) | Err(_)) => {
@@ -74,7 +78,7 @@ impl Daemon {
     }
 
     /// SIGKILL and reap: the ports are closed when this returns. Nothing if not running.
-    pub(crate) fn kill(&mut self) {
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             // Fails only if the process already exited; `wait` reaps it either way.
             let _ = child.kill();
@@ -82,8 +86,24 @@ impl Daemon {
         }
     }
 
-    pub(crate) fn log(&self) -> String {
+    /// Everything the process has logged so far (all runs, restarts included).
+    #[must_use]
+    pub fn log(&self) -> String {
         self.log_since(0)
+    }
+
+    /// CPU seconds (user + system) used by the current process.
+    ///
+    /// # Errors
+    /// The process is gone.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        crate::procfs::cpu_seconds(self.pid)
+    }
+
+    /// Resident memory of the current process in bytes (0 when it is gone).
+    #[must_use]
+    pub fn rss_bytes(&self) -> u64 {
+        crate::procfs::rss_bytes(self.pid)
     }
 
     fn log_since(&self, offset: u64) -> String {

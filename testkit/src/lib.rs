@@ -25,6 +25,7 @@ mod procfs;
 mod tansu;
 mod wait;
 
+pub use daemon::Daemon;
 pub use embedded::Embedded;
 pub use kafka_bridge::{BridgeCounts, KafkaBridge};
 pub use mosquitto::{Mosquitto, MosquittoOptions, TlsFiles, MOSQUITTO_BIN};

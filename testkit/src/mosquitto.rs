@@ -146,6 +146,7 @@ impl Ports {
 
 /// A mosquitto process started by the test. Killed (SIGKILL) on drop; if the test is
 /// panicking, the tail of the broker log is printed first.
+/// Dereferences to its [`Daemon`]: `pid`, `is_running`, `kill`, `cpu_seconds`, `rss_bytes`, `log`.
 #[derive(Debug)]
 pub struct Mosquitto {
     opts: MosquittoOptions,
@@ -153,6 +154,19 @@ pub struct Mosquitto {
     // Declared before `dir`: the process dies before its files go.
     daemon: Daemon,
     dir: TempDir,
+}
+
+impl std::ops::Deref for Mosquitto {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl std::ops::DerefMut for Mosquitto {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
 }
 
 impl Mosquitto {
@@ -251,23 +265,6 @@ impl Mosquitto {
         self.ports.tls.map(|p| format!("mqtts://127.0.0.1:{p}"))
     }
 
-    /// PID of the current (or last) mosquitto process.
-    #[must_use]
-    pub fn pid(&self) -> u32 {
-        self.daemon.pid()
-    }
-
-    /// Whether the process is still alive (not killed, not exited).
-    pub fn is_running(&mut self) -> bool {
-        self.daemon.is_running()
-    }
-
-    /// Kills the process with SIGKILL and reaps it: its ports are closed when this returns.
-    /// Does nothing if it is not running.
-    pub fn kill(&mut self) {
-        self.daemon.kill();
-    }
-
     /// Starts mosquitto again with the same ports and config (killing it first if it still
     /// runs) and waits until it is ready. Retries for a few seconds while the old ports are
     /// still busy.
@@ -276,26 +273,6 @@ impl Mosquitto {
     /// The broker did not come back within the retry window; the error holds its log.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.daemon.restart(&self.ports.all().collect::<Vec<_>>())
-    }
-
-    /// CPU seconds (user + system) used by the current process.
-    ///
-    /// # Errors
-    /// The process is gone.
-    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        crate::procfs::cpu_seconds(self.pid())
-    }
-
-    /// Resident memory of the current process in bytes (0 when it is gone).
-    #[must_use]
-    pub fn rss_bytes(&self) -> u64 {
-        crate::procfs::rss_bytes(self.pid())
-    }
-
-    /// Everything mosquitto has logged so far (all runs, restarts included).
-    #[must_use]
-    pub fn log(&self) -> String {
-        self.daemon.log()
     }
 
     /// The generated config file.

@@ -66,6 +66,7 @@ impl NatsOptions {
 
 /// A nats-server process started by the test. Killed (SIGKILL) on drop; if the test is
 /// panicking, the tail of its log is printed first.
+/// Dereferences to its [`Daemon`]: `pid`, `is_running`, `kill`, `cpu_seconds`, `rss_bytes`, `log`.
 #[derive(Debug)]
 pub struct NatsServer {
     opts: NatsOptions,
@@ -73,6 +74,19 @@ pub struct NatsServer {
     // Declared before `dir`: the process dies before its files go.
     daemon: Daemon,
     dir: TempDir,
+}
+
+impl std::ops::Deref for NatsServer {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl std::ops::DerefMut for NatsServer {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
 }
 
 impl NatsServer {
@@ -144,23 +158,6 @@ impl NatsServer {
         self.port
     }
 
-    /// PID of the current (or last) nats-server process.
-    #[must_use]
-    pub fn pid(&self) -> u32 {
-        self.daemon.pid()
-    }
-
-    /// Whether the process is still alive (not killed, not exited).
-    pub fn is_running(&mut self) -> bool {
-        self.daemon.is_running()
-    }
-
-    /// Kills the process with SIGKILL and reaps it: its port is closed when this returns.
-    /// Does nothing if it is not running.
-    pub fn kill(&mut self) {
-        self.daemon.kill();
-    }
-
     /// Starts nats-server again on the same port with the same config (killing it first if it
     /// still runs) and waits until it is ready. Retries for a few seconds while the old port
     /// is still busy.
@@ -169,26 +166,6 @@ impl NatsServer {
     /// The server did not come back within the retry window; the error holds its log.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.daemon.restart(&[self.port])
-    }
-
-    /// CPU seconds (user + system) used by the current process.
-    ///
-    /// # Errors
-    /// The process is gone.
-    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        crate::procfs::cpu_seconds(self.pid())
-    }
-
-    /// Resident memory of the current process in bytes (0 when it is gone).
-    #[must_use]
-    pub fn rss_bytes(&self) -> u64 {
-        crate::procfs::rss_bytes(self.pid())
-    }
-
-    /// Everything nats-server has logged so far (restarts included).
-    #[must_use]
-    pub fn log(&self) -> String {
-        self.daemon.log()
     }
 
     /// The generated config file.

@@ -50,6 +50,7 @@ impl TansuOptions {
 
 /// A tansu broker started by the test. Killed (SIGKILL) on drop; if the test is panicking, the
 /// tail of its log is printed first.
+/// Dereferences to its [`Daemon`]: `pid`, `is_running`, `kill`, `cpu_seconds`, `rss_bytes`, `log`.
 #[derive(Debug)]
 pub struct Tansu {
     bin: PathBuf,
@@ -57,6 +58,19 @@ pub struct Tansu {
     // Declared before `dir`: the process dies before its files go.
     daemon: Daemon,
     dir: TempDir,
+}
+
+impl std::ops::Deref for Tansu {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl std::ops::DerefMut for Tansu {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
 }
 
 impl Tansu {
@@ -183,22 +197,6 @@ impl Tansu {
         self.port
     }
 
-    /// PID of the current (or last) tansu process.
-    #[must_use]
-    pub fn pid(&self) -> u32 {
-        self.daemon.pid()
-    }
-
-    /// Whether the process is still alive (not killed, not exited).
-    pub fn is_running(&mut self) -> bool {
-        self.daemon.is_running()
-    }
-
-    /// Kills the process with SIGKILL and reaps it: its port is closed when this returns.
-    pub fn kill(&mut self) {
-        self.daemon.kill();
-    }
-
     /// Starts tansu again on the same port (killing it first if it still runs) and waits until
     /// it answers. Memory storage: the new broker is empty.
     ///
@@ -235,26 +233,6 @@ impl Tansu {
             bail!("tansu topic create {name} failed ({}): {text}", out.status);
         }
         Ok(())
-    }
-
-    /// CPU seconds (user + system) used by the current process.
-    ///
-    /// # Errors
-    /// The process is gone.
-    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        crate::procfs::cpu_seconds(self.pid())
-    }
-
-    /// Resident memory of the current process in bytes (0 when it is gone).
-    #[must_use]
-    pub fn rss_bytes(&self) -> u64 {
-        crate::procfs::rss_bytes(self.pid())
-    }
-
-    /// Everything tansu has logged so far (all runs, restarts included).
-    #[must_use]
-    pub fn log(&self) -> String {
-        self.daemon.log()
     }
 }
 
