@@ -6,6 +6,7 @@
 //!    for the consumers that live; one consumer stopped mid-run (`KILL_CLIENT_AT`) is counted
 //!    failing and what it missed lost; lag and failing consumers in the timeline, /stats and
 //!    /metrics;
+//! c. consumers sharing CONSUMER_GROUP: each message expected, and received, once per group;
 //! b. gateway shape: the publisher produces to tansu, testkit's Kafka-to-MQTT bridge forwards to
 //!    mosquitto's WebSocket listener, 500 WebSocket clients over 100 subjects lose nothing;
 //! plus start-up: an unreachable Kafka publish broker exits 3, a bad SUBJECT_TOPIC exits 2.
@@ -179,8 +180,9 @@ async fn a_scaling_shape_20_consumers_every_message_once_and_a_killed_one_fails(
     assert_eq!(d.expected, r.sent * 20, "{d:#?}");
     assert_eq!(d.received + d.lost, d.expected, "books close: {d:#?}");
     assert_eq!(r.invalid + r.publish_errors, 0, "{r:#?}");
-    // Under heavy load tansu has handed out a few duplicates (1-16 per 100,000 deliveries, also
-    // with the idempotent producer; not explained yet): counted, and bounded here.
+    // Under heavy load (seconds of latency) consumers have counted a few duplicates (1-16 per
+    // 100,000 deliveries, also with the idempotent producer; source not found yet): counted,
+    // and bounded here.
     assert!(r.duplicates * 10_000 <= d.received, "duplicates: {r:#?}");
     // the killed consumer (at t = 8 s, 6 s into the 12 s window) missed about 6 s of messages;
     // the 19 others lost nothing
@@ -213,6 +215,36 @@ async fn a_scaling_shape_20_consumers_every_message_once_and_a_killed_one_fails(
         "none failing before the kill: {rows:#?}"
     );
     assert!(rows.iter().any(|x| x.consumer_lag_sum.is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_consumers_sharing_one_group_get_each_message_once() {
+    let kafka = tansu();
+    let r = run_within(
+        Duration::from_secs(90),
+        fanout_config(&[
+            ("gateway-urls", kafka.url()),
+            ("kafka-partitions", "4".into()),
+            ("consumer-group", "shared".into()),
+            ("clients", "3".into()),
+            ("subjects", "100".into()),
+            ("publish-rate", "300".into()),
+            ("warmup-sec", "2".into()),
+            ("duration-sec", "6".into()),
+        ]),
+    )
+    .await;
+    let d = dv(&r);
+    eprintln!(
+        "Kafka CONSUMER_GROUP: published {} expected {} received {} lost {} dup {}",
+        r.sent, d.expected, d.received, d.lost, r.duplicates
+    );
+    assert_eq!(r.config["CONSUMER_GROUP"], "shared");
+    assert!(r.sent >= 1700, "{r:#?}");
+    // once per group, not once per consumer
+    assert_eq!(d.expected, r.sent, "{d:#?}");
+    assert_eq!((d.received, d.lost), (d.expected, 0), "{d:#?}");
+    assert!(r.duplicates * 1000 <= d.received, "{r:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

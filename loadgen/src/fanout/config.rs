@@ -46,8 +46,11 @@ impl Plan {
                 .iter()
                 .any(|g| g.scheme.is_kafka());
         // a Kafka consumer of the one subject topic reads every subject; with a topic per
-        // subject it reads the topics of its SUBJECTS_PER_CLIENT subjects
-        let per_client = if kafka_consumers && !f.subject_topics().per_subject() {
+        // subject it reads the topics of its SUBJECTS_PER_CLIENT subjects (in CONSUMER_GROUP,
+        // every subject's: the group's books cover them all)
+        let per_client = if kafka_consumers
+            && (!f.subject_topics().per_subject() || f.consumer_group.is_some())
+        {
             f.subjects
         } else {
             f.subjects_per_client

@@ -263,6 +263,17 @@ impl Scenario for Fanout {
             rules: Rules::for_role(role, self.run_id),
             clock: self.clock,
             keep_alive: Duration::from_secs(u64::from(cfg.connect.keep_alive_sec.max(1))),
+            group: plan
+                .consumer_group
+                .as_ref()
+                .filter(|_| plan.kafka_consumers)
+                .map(|_| {
+                    std::sync::Mutex::new(ClientEnd {
+                        slots: (0..plan.subjects).map(books::Slot::new).collect(),
+                        lost_window: 0,
+                        joined: false,
+                    })
+                }),
         });
         self.ctx = Some(ctx.clone());
         self.rss_before = rr_common::cli::rss_bytes();
@@ -402,6 +413,16 @@ impl Scenario for Fanout {
                     failed.get_or_insert(format!("subscriber task: {e}"));
                 }
             }
+        }
+        if let Some(g) = self.ctx.as_ref().and_then(|c| c.group.as_ref()) {
+            // CONSUMER_GROUP: one book for the group
+            let end = g.lock().unwrap_or_else(|e| e.into_inner());
+            let rules = self.ctx.as_ref().map(|c| c.rules);
+            let t: u64 = rules.map_or(0, |r| {
+                end.slots.iter().map(|s| r.tail(s, &self.subjects)).sum()
+            });
+            tail += t;
+            clients_with_loss += u64::from(end.lost_window + t > 0);
         }
         // the publisher links say goodbye after writing out what they hold
         self.links_stop.cancel();

@@ -30,6 +30,9 @@ pub struct SubscriberCtx {
     pub rules: Rules,
     pub clock: Clock,
     pub keep_alive: Duration,
+    /// `CONSUMER_GROUP`: the group's books, shared by its consumers (each message is expected
+    /// once per group, whichever member the group gives its partition to).
+    pub group: Option<std::sync::Mutex<ClientEnd>>,
 }
 
 impl SubscriberCtx {
@@ -91,14 +94,14 @@ impl Handler for Client {
             Ok(stamp) => {
                 let now_ns = self.ctx.clock.ns_at(now);
                 let len = m.wire_len as u64;
-                account(
-                    &self.ctx,
-                    &mut self.end,
-                    &stamp,
-                    len,
-                    now_ns,
-                    self.idx as usize,
-                );
+                let ctx = &*self.ctx;
+                match &ctx.group {
+                    Some(g) => {
+                        let mut end = g.lock().unwrap_or_else(|e| e.into_inner());
+                        account(ctx, &mut end, &stamp, len, now_ns, self.idx as usize);
+                    }
+                    None => account(ctx, &mut self.end, &stamp, len, now_ns, self.idx as usize),
+                }
             }
             Err(_) => add(&self.ctx.live.c.invalid, 1),
         }
@@ -124,8 +127,22 @@ impl Handler for Client {
                     add(&c.reconnects, 1);
                 } else {
                     end.joined = true;
-                    if self.ctx.rules.exact_run.is_some() {
-                        for slot in end.slots.iter_mut() {
+                    let mut group = self
+                        .ctx
+                        .group
+                        .as_ref()
+                        .map(|g| g.lock().unwrap_or_else(|e| e.into_inner()));
+                    // the group's books join once, with its first member
+                    let books = match group.as_deref_mut() {
+                        Some(g) if g.joined => None,
+                        Some(g) => {
+                            g.joined = true;
+                            Some(g)
+                        }
+                        None => Some(end),
+                    };
+                    if let (Some(b), Some(_)) = (books, self.ctx.rules.exact_run) {
+                        for slot in b.slots.iter_mut() {
                             Rules::joined(slot, self.ctx.subjects.join(slot.subject));
                         }
                     }
@@ -155,7 +172,12 @@ pub fn run_client(
     let keep_alive = ctx.keep_alive;
     let client = Client {
         end: ClientEnd {
-            slots: ctx.slots_for(idx),
+            // (a group member keeps no books of its own)
+            slots: if ctx.group.is_some() {
+                Box::default()
+            } else {
+                ctx.slots_for(idx)
+            },
             lost_window: 0,
             joined: false,
         },
@@ -268,6 +290,7 @@ mod tests {
             rules: Rules::for_role(Role::Both, 1),
             clock: Clock::new(ClockKind::Monotonic),
             keep_alive: Duration::from_secs(30),
+            group: None,
         });
         let fut = run_client(ctx, 0, None, CancellationToken::new());
         let size = std::mem::size_of_val(&fut);
