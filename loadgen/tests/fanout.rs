@@ -8,9 +8,11 @@
 //! measured window add up exactly to the report's totals, the gauges follow the connections, the
 //! live `/report` carries the rows so far, and the HTML report charts them.
 
-use loadgen::config::{Config, Valid};
+#[path = "support/fanout.rs"]
+mod fanout_support;
+
+use fanout_support::*;
 use loadgen::report::Report;
-use rr_common::cli::Validate;
 use rr_common::CancellationToken;
 use rr_testkit::{wait_until_async, Mosquitto, MosquittoOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,40 +43,6 @@ fn ensure_open_files(n: u64) {
     );
 }
 
-fn fanout_config(args: &[(&str, String)]) -> Valid<Config> {
-    let mut argv = vec![
-        "loadgen".to_string(),
-        "--scenario=fanout".to_string(),
-        "--progress-sec=0".to_string(),
-        "--metrics-addr=127.0.0.1".to_string(),
-        "--metrics-port=0".to_string(),
-        "--connect-retry-ms=5000".to_string(),
-        "--instance-id=fanout-test".to_string(),
-    ];
-    // a test's own value replaces the baseline's
-    argv.retain(|a| !args.iter().any(|(k, _)| a.starts_with(&format!("--{k}="))));
-    argv.extend(args.iter().map(|(k, v)| format!("--{k}={v}")));
-    <Config as clap::Parser>::try_parse_from(argv)
-        .expect("valid test config")
-        .validate()
-        .expect("config validates")
-}
-
-/// Starts a fan-out run in this process; its endpoints listen on a free port.
-async fn start(cfg: Valid<Config>) -> loadgen::Running {
-    loadgen::start(cfg, CancellationToken::new())
-        .await
-        .expect("fan-out run starts")
-}
-
-/// Runs a fan-out configuration to its end, within `limit`.
-async fn run_within(limit: Duration, cfg: Valid<Config>) -> Report {
-    tokio::time::timeout(limit, start(cfg).await.report())
-        .await
-        .expect("run ends in time")
-        .expect("fan-out run succeeds")
-}
-
 /// An integer field of the report as JSON (the fan-out books are flattened into it).
 fn extra(r: &Report, key: &str) -> u64 {
     let v = serde_json::to_value(r).expect("report serializes");
@@ -83,32 +51,12 @@ fn extra(r: &Report, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("report has no integer '{key}': {v:#}"))
 }
 
-/// The fan-out books of a report.
-fn dv(r: &Report) -> &loadgen::report::DeliveryBooks {
-    r.deliveries()
-        .unwrap_or_else(|| panic!("a fan-out report has delivery books: {r:#?}"))
-}
-
 /// A fan-out report files nothing under the request/response books: no matched, no timeouts.
 fn assert_no_request_books(r: &Report) {
     let v = serde_json::to_value(r).expect("report serializes");
     for k in ["matched", "timeouts", "late", "match_rate"] {
         assert!(v.get(k).is_none(), "fan-out report has '{k}': {v:#}");
     }
-}
-
-fn validate_schema(r: &Report) {
-    let schema_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/report.schema.json");
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(schema_path).expect("schema file"))
-            .expect("schema is JSON");
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let doc = serde_json::to_value(r).expect("report serializes");
-    let errors: Vec<String> = validator
-        .iter_errors(&doc)
-        .map(|e| format!("{} at {}", e, e.instance_path))
-        .collect();
-    assert!(errors.is_empty(), "report violates the schema: {errors:?}");
 }
 
 /// The fan-out report's timeline; its rows of the measured window add up exactly to the totals
@@ -151,13 +99,6 @@ fn chart_points(page: &str, id: &str) -> u64 {
     page.find(&key)
         .and_then(|i| page[i + key.len()..].split('"').next()?.parse().ok())
         .unwrap_or(0)
-}
-
-async fn get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
-    match rr_common::http::get(&addr.to_string(), path, Duration::from_secs(2)).await {
-        Ok((200, body)) => Some(body),
-        _ => None,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,9 +11,10 @@
 //!    mosquitto's WebSocket listener, 500 WebSocket clients over 100 subjects lose nothing;
 //! plus start-up: an unreachable Kafka publish broker exits 3, a bad SUBJECT_TOPIC exits 2.
 
-use loadgen::config::{Config, Valid};
-use loadgen::report::Report;
-use rr_common::cli::Validate;
+#[path = "support/fanout.rs"]
+mod fanout_support;
+
+use fanout_support::*;
 use rr_common::CancellationToken;
 use rr_testkit::{KafkaBridge, Mosquitto, MosquittoOptions, Tansu, TansuOptions};
 use std::time::{Duration, Instant};
@@ -22,57 +23,15 @@ fn tansu() -> Tansu {
     Tansu::start(TansuOptions::new()).expect("tansu must be installed (scripts/install-deps.sh)")
 }
 
-fn fanout_config(args: &[(&str, String)]) -> Valid<Config> {
-    let mut argv = vec![
-        "loadgen".to_string(),
-        "--scenario=fanout".to_string(),
-        "--progress-sec=0".to_string(),
-        "--metrics-addr=127.0.0.1".to_string(),
-        "--metrics-port=0".to_string(),
-        "--connect-retry-ms=10000".to_string(),
-        "--instance-id=kafka-fanout-test".to_string(),
+/// A fan-out configuration for these tests (a longer CONNECT_RETRY_MS: a group join takes a
+/// while on a loaded machine).
+fn kafka_config(args: &[(&str, String)]) -> loadgen::config::Valid<loadgen::config::Config> {
+    let mut all = vec![
+        ("connect-retry-ms", "10000".to_string()),
+        ("instance-id", "kafka-fanout-test".to_string()),
     ];
-    argv.extend(args.iter().map(|(k, v)| format!("--{k}={v}")));
-    <Config as clap::Parser>::try_parse_from(argv)
-        .expect("valid test config")
-        .validate()
-        .expect("config validates")
-}
-
-async fn run_within(limit: Duration, cfg: Valid<Config>) -> Report {
-    let run = loadgen::start(cfg, CancellationToken::new())
-        .await
-        .expect("fan-out run starts");
-    tokio::time::timeout(limit, run.report())
-        .await
-        .expect("run ends in time")
-        .expect("fan-out run succeeds")
-}
-
-fn validate_schema(r: &Report) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/report.schema.json");
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("schema file")).expect("JSON");
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let doc = serde_json::to_value(r).expect("report serializes");
-    let errors: Vec<String> = validator
-        .iter_errors(&doc)
-        .map(|e| format!("{} at {}", e, e.instance_path))
-        .collect();
-    assert!(errors.is_empty(), "report violates the schema: {errors:?}");
-    assert!(doc["kafka_consumers"].is_object(), "{doc:#}");
-}
-
-fn dv(r: &Report) -> &loadgen::report::DeliveryBooks {
-    r.deliveries()
-        .unwrap_or_else(|| panic!("a fan-out report has delivery books: {r:#?}"))
-}
-
-async fn get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
-    match rr_common::http::get(&addr.to_string(), path, Duration::from_secs(2)).await {
-        Ok((200, body)) => Some(body),
-        _ => None,
-    }
+    all.extend(args.iter().cloned());
+    fanout_config(&all)
 }
 
 fn threads() -> u64 {
@@ -92,7 +51,7 @@ async fn a_scaling_shape_20_consumers_every_message_once_and_a_killed_one_fails(
     let threads_before = threads();
     let rss_before = rr_testkit::rss_bytes(std::process::id());
     let run = loadgen::start(
-        fanout_config(&[
+        kafka_config(&[
             ("gateway-urls", kafka.url()),
             ("kafka-partitions", "4".into()),
             ("clients", "20".into()),
@@ -196,6 +155,10 @@ async fn a_scaling_shape_20_consumers_every_message_once_and_a_killed_one_fails(
     assert_eq!((k.failing_clients, k.failed_clients), (1, 1), "{k:?}");
     assert!(r.latency_us.p50 > 0 && r.latency_us.p99 >= r.latency_us.p90);
     validate_schema(&r);
+    assert!(
+        serde_json::to_value(&r).expect("JSON")["kafka_consumers"].is_object(),
+        "{r:#?}"
+    );
     // the timeline: lag and failing consumers per second
     let rows = r
         .sections
@@ -222,7 +185,7 @@ async fn c_consumers_sharing_one_group_get_each_message_once() {
     let kafka = tansu();
     let r = run_within(
         Duration::from_secs(90),
-        fanout_config(&[
+        kafka_config(&[
             ("gateway-urls", kafka.url()),
             ("kafka-partitions", "4".into()),
             ("consumer-group", "shared".into()),
@@ -260,7 +223,7 @@ async fn b_gateway_shape_through_the_bridge_500_ws_clients_no_loss() {
     let started = Instant::now();
     let r = run_within(
         Duration::from_secs(60),
-        fanout_config(&[
+        kafka_config(&[
             ("publish-broker", kafka.url()),
             ("gateway-urls", ws),
             ("clients", "500".into()),
