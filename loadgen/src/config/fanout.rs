@@ -48,10 +48,12 @@ pub struct FanoutConfig {
     #[arg(
         long,
         env = "GATEWAY_URLS",
-        value_delimiter = ',',
+        value_parser = parse_gateways,
+        default_value = "",
+        hide_default_value = true,
         value_name = "GATEWAY_URLS"
     )]
-    pub gateway_urls: Vec<BrokerUrl>,
+    pub gateway_urls: GatewayUrls,
     /// Direct WebSocket connections, one MQTT session each (fanout)
     #[arg(long, env = "CLIENTS", default_value_t = 1000, value_name = "CLIENTS")]
     pub clients: u32,
@@ -152,6 +154,39 @@ pub struct FanoutConfig {
 
 /// Most clients per process (the OS limits usually stop far earlier, with a clear message).
 pub const MAX_CLIENTS: u32 = 10_000_000;
+/// `GATEWAY_URLS`: URLs separated by commas, where a Kafka URL's bootstrap list
+/// (`kafka://h1:9092,h2:9092`) runs on to the next entry that has a scheme.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GatewayUrls(pub Vec<BrokerUrl>);
+
+impl std::ops::Deref for GatewayUrls {
+    type Target = Vec<BrokerUrl>;
+    fn deref(&self) -> &Vec<BrokerUrl> {
+        &self.0
+    }
+}
+
+fn parse_gateways(s: &str) -> Result<GatewayUrls, String> {
+    let parts: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut out = Vec::with_capacity(parts.len());
+    let mut i = 0;
+    while i < parts.len() {
+        let mut j = i + 1;
+        if rr_common::kafka::KafkaUrl::is_kafka(parts[i]) {
+            while j < parts.len() && !parts[j].contains("://") {
+                j += 1;
+            }
+        }
+        out.push(parts[i..j].join(",").parse()?);
+        i = j;
+    }
+    Ok(GatewayUrls(out))
+}
+
 /// Most Kafka consumers per process (each is a librdkafka client: README, Kafka).
 pub const MAX_KAFKA_CONSUMERS: u32 = 500;
 
@@ -172,7 +207,7 @@ impl FanoutConfig {
         if self.gateway_urls.is_empty() && broker.scheme.is_ws() {
             vec![broker.clone()]
         } else {
-            self.gateway_urls.clone()
+            self.gateway_urls.to_vec()
         }
     }
 
@@ -392,5 +427,23 @@ impl FanoutConfig {
             ),
             ("FANOUT_ROLE", Value::from(self.fanout_role.name())),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_lists_keep_a_kafka_bootstrap_list_whole() {
+        let g = parse_gateways("ws://a:1/mqtt, ws://b:2/mqtt").unwrap();
+        assert_eq!(g.len(), 2);
+        let g = parse_gateways("kafka://h1:9092,h2:9093").unwrap();
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].to_string(), "kafka://h1:9092,h2:9093");
+        let g = parse_gateways("kafka://h1:9092,h2:9093,ws://c:3/mqtt").unwrap();
+        assert_eq!(g.len(), 2);
+        assert!(parse_gateways("").unwrap().is_empty());
+        assert!(parse_gateways("ws://a:1/mqtt,h2:9093").is_err());
     }
 }
