@@ -203,6 +203,10 @@ pub enum WireReader {
     Stream(ReadHalf<BoxStream>),
     /// Boxed: a connection's task holds its reader inline, and most connections are not WebSocket.
     Ws(Box<WsReader>),
+    /// Plain TCP read at an engine's tick, with the kernel's receive timestamps (boxed: its
+    /// scratch buffer and wake-up are few connections' business).
+    #[cfg(target_os = "linux")]
+    Stamped(Box<crate::stamped::StampedReader>),
 }
 
 /// The read half of a WebSocket: its byte stream and the frame state, no buffer of its own.
@@ -221,17 +225,47 @@ enum WsRaw {
 
 /// Write half of a transport.
 pub enum WireWriter {
-    Tcp(Arc<OwnedWriteHalf>),
+    Tcp(Arc<TcpOut>),
     Stream(WriteHalf<BoxStream>),
     /// WebSocket over plain TCP / over TLS: what is written goes out in masked binary frames.
-    WsTcp(OwnedWriteHalf),
+    WsTcp(TcpOut),
     WsStream(WriteHalf<BoxStream>),
+}
+
+/// A plain TCP socket's write side, written from any task without a lock (non-blocking).
+#[derive(Debug)]
+pub enum TcpOut {
+    /// Registered with the runtime for reading and writing: read when bytes arrive.
+    Split(OwnedWriteHalf),
+    /// Registered for writing only: read at an engine's tick (see `crate::stamped`).
+    #[cfg(target_os = "linux")]
+    Stamped(Arc<crate::stamped::StampedTcp>),
+}
+
+impl TcpOut {
+    /// A non-blocking write; `WouldBlock` when the socket takes nothing now.
+    pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            TcpOut::Split(w) => w.try_write(data),
+            #[cfg(target_os = "linux")]
+            TcpOut::Stamped(s) => s.try_write(data),
+        }
+    }
+
+    /// Resolves when the socket may take more bytes.
+    pub async fn writable(&self) -> io::Result<()> {
+        match self {
+            TcpOut::Split(w) => w.writable().await,
+            #[cfg(target_os = "linux")]
+            TcpOut::Stamped(s) => s.writable().await,
+        }
+    }
 }
 
 /// Bytes a read appends to the caller's buffer when the buffer has less room than this.
 const READ_ROOM: usize = 4096;
 /// What a read reserves then.
-const READ_RESERVE: usize = 16 * 1024;
+pub(crate) const READ_RESERVE: usize = 16 * 1024;
 
 fn make_room(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_ROOM {
@@ -254,6 +288,18 @@ impl WireReader {
                 r.read_buf(buf).await
             }
             WireReader::Ws(ws) => ws.read_into(buf).await,
+            #[cfg(target_os = "linux")]
+            WireReader::Stamped(r) => r.read_into(buf).await,
+        }
+    }
+
+    /// When the bytes of the last read reached the kernel, if the transport knows (a stamped
+    /// reader); else the caller takes the time the read returned.
+    pub fn arrival(&self) -> Option<std::time::Instant> {
+        match self {
+            #[cfg(target_os = "linux")]
+            WireReader::Stamped(r) => r.arrival(),
+            _ => None,
         }
     }
 
@@ -329,7 +375,7 @@ fn try_read_lean(r: &OwnedReadHalf, buf: &mut BytesMut) -> io::Result<usize> {
 }
 
 /// Writes all of `data` to a plain TCP socket without a lock (the socket is non-blocking).
-async fn tcp_write_all(w: &OwnedWriteHalf, data: &[u8]) -> io::Result<()> {
+async fn tcp_write_all(w: &TcpOut, data: &[u8]) -> io::Result<()> {
     let mut rest = data;
     while !rest.is_empty() {
         match w.try_write(rest) {
@@ -343,7 +389,7 @@ async fn tcp_write_all(w: &OwnedWriteHalf, data: &[u8]) -> io::Result<()> {
 
 impl WireWriter {
     /// The plain-TCP socket, for writes from other tasks (`None` for TLS and WebSocket).
-    pub fn direct(&self) -> Option<Arc<OwnedWriteHalf>> {
+    pub fn direct(&self) -> Option<Arc<TcpOut>> {
         match self {
             WireWriter::Tcp(w) => Some(w.clone()),
             _ => None,
@@ -388,7 +434,7 @@ impl WireWriter {
                 ws::frame(&mut f, ws::OP_CLOSE, &1000u16.to_be_bytes());
                 let _ = self.write_frame(f.freeze()).await;
                 match self {
-                    WireWriter::WsTcp(w) => {
+                    WireWriter::WsTcp(TcpOut::Split(w)) => {
                         let _ = w.shutdown().await;
                     }
                     WireWriter::WsStream(w) => {
@@ -495,10 +541,13 @@ pub async fn over(
             let early = ws_upgrade(&mut tcp, url).await?;
             let (r, w) = tcp.into_split();
             let reader = Box::new(WsReader::new(WsRaw::Tcp(r), early));
-            return Ok((WireReader::Ws(reader), WireWriter::WsTcp(w)));
+            return Ok((WireReader::Ws(reader), WireWriter::WsTcp(TcpOut::Split(w))));
         }
         let (r, w) = tcp.into_split();
-        return Ok((WireReader::Tcp(r), WireWriter::Tcp(Arc::new(w))));
+        return Ok((
+            WireReader::Tcp(r),
+            WireWriter::Tcp(Arc::new(TcpOut::Split(w))),
+        ));
     }
     let config = match tls {
         Some(c) => c.clone(),

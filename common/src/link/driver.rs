@@ -15,7 +15,6 @@ use std::io;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 
 /// Longest the goodbye (and what is queued before it) may take to leave at shutdown.
@@ -45,6 +44,11 @@ pub trait Side: Send {
     fn woken(&self) -> impl Future<Output = ()> + Send + '_;
     /// Books a link event (`again`: a session was up before).
     fn event(&mut self, e: LinkEvent, again: bool);
+    /// Whether the session is read at an engine's tick (see `Link::read_at_ticks`).
+    #[cfg(target_os = "linux")]
+    fn ticks(&self) -> Option<&super::Ticks> {
+        None
+    }
 }
 
 /// The write side of a [`Link`]: producers write through its outlet, the session's own packets
@@ -52,7 +56,7 @@ pub trait Side: Send {
 pub struct Shared {
     link: Arc<Link>,
     replies: BytesMut,
-    direct: Option<Arc<OwnedWriteHalf>>,
+    direct: Option<Arc<crate::net::TcpOut>>,
     attached: bool,
 }
 
@@ -119,6 +123,11 @@ impl Side for Shared {
 
     fn woken(&self) -> impl Future<Output = ()> + Send + '_ {
         self.link.outlet.queued_wake()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn ticks(&self) -> Option<&super::Ticks> {
+        self.link.ticks()
     }
 
     fn event(&mut self, e: LinkEvent, again: bool) {
@@ -261,6 +270,11 @@ async fn run_session<T: Transport, H: Handler, S: Side>(
     shutdown: &CancellationToken,
 ) -> Ended {
     // (`s` is used in place, not taken apart: a task keeps one copy of the session state.)
+    #[cfg(target_os = "linux")]
+    if let Some(t) = side.ticks() {
+        s.reader
+            .read_at_ticks(&mut s.writer, &t.set, t.token, &t.due);
+    }
     side.begin(&s.writer, s.flow_limit, T::FRAMING.count_flow);
     side.event(LinkEvent::Up, again);
     handler.on_link(LinkEvent::Up);
@@ -329,8 +343,10 @@ async fn run_session<T: Transport, H: Handler, S: Side>(
                     }
                     let now = Instant::now();
                     last_rx = now;
+                    // when the bytes reached the kernel, where the transport knows
+                    let at = s.reader.arrival().unwrap_or(now);
                     let (replies, flow) = side.io();
-                    if let Err(e) = s.decoder.dispatch(&mut s.pending, handler, replies, flow, now) {
+                    if let Err(e) = s.decoder.dispatch(&mut s.pending, handler, replies, flow, at) {
                         return Ended::Lost(e);
                     }
                     handler.flush().await;

@@ -68,7 +68,9 @@ pub enum LinkEvent {
 
 /// Receives what a connection reads. Implemented by the engines.
 pub trait Handler: Send + 'static {
-    /// One message. `now` is when the read that carried it returned.
+    /// One message. `now` is when it arrived: on a connection read at an engine's tick
+    /// ([`Link::read_at_ticks`]), when the kernel received the last segment read with it (see
+    /// `crate::stamped`); otherwise when the read that carried it returned.
     fn on_message(&mut self, m: &Message<'_>, now: Instant);
     /// A frame that was counted and dropped.
     fn on_invalid(&mut self, kind: Invalid);
@@ -133,6 +135,18 @@ pub struct Link {
     outlet: Outlet,
     sink: std::sync::OnceLock<Arc<dyn Sink>>,
     framing: &'static Framing,
+    /// Read at an engine's tick rather than on arrival ([`Link::read_at_ticks`]).
+    #[cfg(target_os = "linux")]
+    ticks: std::sync::OnceLock<Ticks>,
+}
+
+/// A link's place in a [`crate::stamped::ReadSet`].
+#[cfg(target_os = "linux")]
+pub struct Ticks {
+    pub(crate) set: Arc<crate::stamped::ReadSet>,
+    pub(crate) token: u64,
+    /// Notified by the set's poll when the connection holds data.
+    pub(crate) due: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Link {
@@ -159,7 +173,32 @@ impl Link {
             outlet: Outlet::default(),
             sink: std::sync::OnceLock::new(),
             framing,
+            #[cfg(target_os = "linux")]
+            ticks: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From its next session on, the connection is read when the engine polls `set` (at its
+    /// own wake-ups) instead of when bytes arrive, so arrivals wake no one; each message's
+    /// arrival is the kernel's receive timestamp. Plain TCP only: other transports, and a kernel
+    /// that gives no timestamps, keep reading on arrival. The engine must poll the set for as
+    /// long as the link runs (acknowledgements, keep-alive answers and a closed connection are
+    /// read then too). A link joins one set for its life; a second is ignored.
+    #[cfg(target_os = "linux")]
+    pub fn read_at_ticks(&self, set: &Arc<crate::stamped::ReadSet>) {
+        let _ = self.ticks.get_or_init(|| {
+            let due = Arc::new(tokio::sync::Notify::new());
+            Ticks {
+                set: set.clone(),
+                token: set.join(due.clone()),
+                due,
+            }
+        });
+    }
+
+    #[cfg(target_os = "linux")]
+    pub(crate) fn ticks(&self) -> Option<&Ticks> {
+        self.ticks.get()
     }
 
     /// Batches go to `sink` from now on (a transport whose client owns the connections). A

@@ -9,12 +9,11 @@
 //! once, writes it out. Every byte of a session, the link task's own PUBACKs and PINGREQs
 //! included, goes through the outlet, so packets never interleave.
 
-use crate::net::WireWriter;
+use crate::net::{TcpOut, WireWriter};
 use bytes::{Buf, BytesMut};
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 /// Most bytes queued per connection; beyond it [`Outlet::send`] refuses (link down or far behind).
@@ -44,7 +43,7 @@ pub struct Outlet {
 #[derive(Default)]
 struct Inner {
     /// The socket, while a plain-TCP session is up.
-    direct: Option<Arc<OwnedWriteHalf>>,
+    direct: Option<Arc<TcpOut>>,
     queue: BytesMut,
     /// The queue starts inside a packet whose head went to the current session: it must not be
     /// sent to another session.
@@ -129,11 +128,7 @@ impl Outlet {
     /// on this session. Returns the flow-controlled messages in it (`count_flow`, the
     /// transport's hook): they count against the new session's limit. Direct writes end with
     /// [`Outlet::detach`].
-    pub(crate) fn attach(
-        &self,
-        direct: Option<Arc<OwnedWriteHalf>>,
-        count_flow: fn(&[u8]) -> u32,
-    ) -> u32 {
+    pub(crate) fn attach(&self, direct: Option<Arc<TcpOut>>, count_flow: fn(&[u8]) -> u32) -> u32 {
         let mut g = self.lock();
         if g.torn {
             g.queue.clear();
@@ -161,7 +156,7 @@ impl Outlet {
 
     /// Link side: writes the queue out through the session's socket, waiting for the socket to
     /// take it. `direct` is the session's plain-TCP socket.
-    pub(crate) async fn flush_direct(&self, direct: &OwnedWriteHalf) -> io::Result<()> {
+    pub(crate) async fn flush_direct(&self, direct: &TcpOut) -> io::Result<()> {
         loop {
             {
                 let mut g = self.lock();
@@ -189,7 +184,7 @@ impl Outlet {
     pub(crate) async fn flush(
         &self,
         writer: &mut WireWriter,
-        direct: Option<&OwnedWriteHalf>,
+        direct: Option<&TcpOut>,
     ) -> io::Result<()> {
         match direct {
             Some(d) => self.flush_direct(d).await,
@@ -231,7 +226,7 @@ mod tests {
     async fn writes_directly_when_idle_and_queues_otherwise() {
         let (a, mut b) = pair().await;
         let (_r, w) = a.into_split();
-        let w = Arc::new(w);
+        let w = Arc::new(TcpOut::Split(w));
         let o = Outlet::default();
         // no session yet: queued
         assert_eq!(o.send(b"one "), Sent::Queued);
@@ -252,7 +247,7 @@ mod tests {
     async fn a_full_socket_queues_and_the_link_drains_it() {
         let (a, mut b) = pair().await;
         let (_r, w) = a.into_split();
-        let w = Arc::new(w);
+        let w = Arc::new(TcpOut::Split(w));
         let o = Arc::new(Outlet::default());
         o.attach(Some(w.clone()), none);
         let chunk = vec![7u8; 64 * 1024];
@@ -296,7 +291,7 @@ mod tests {
     async fn a_drained_backlog_gives_its_memory_back() {
         let (a, mut b) = pair().await;
         let (_r, w) = a.into_split();
-        let w = Arc::new(w);
+        let w = Arc::new(TcpOut::Split(w));
         let o = Arc::new(Outlet::default());
         // no session: a 4 MiB backlog builds up
         for _ in 0..64 {

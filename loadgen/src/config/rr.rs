@@ -78,6 +78,11 @@ pub struct RrConfig {
         value_name = "BATCH_SIZE"
     )]
     pub batch_size: u32,
+    /// Read answers at the lanes' ticks with the kernel's receive timestamps instead of waking
+    /// for each arrival (plain TCP on Linux): far fewer wake-ups; an answer's arrival is then the
+    /// kernel's receipt of the last segment read with it (false: the time the read returned)
+    #[arg(long, env = "READ_AT_TICK", default_value_t = true, value_name = "READ_AT_TICK", action = clap::ArgAction::Set)]
+    pub read_at_tick: bool,
     /// Prefix of request topics: {REQ_TOPIC_PREFIX}/{shard} (NATS: {REQ_TOPIC_PREFIX}.{shard})
     #[arg(
         long,
@@ -166,6 +171,7 @@ impl RrConfig {
             ("RESP_QOS", self.resp_qos.into()),
             ("PUBLISH_WORKERS", self.publish_workers.into()),
             ("BATCH_SIZE", self.batch_size.into()),
+            ("READ_AT_TICK", self.read_at_tick.into()),
             ("REQ_TOPIC_PREFIX", self.req_topic_prefix.clone().into()),
         ]
     }

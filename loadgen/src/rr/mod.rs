@@ -81,6 +81,9 @@ struct LaneCtx {
     stop_at: Arc<AtomicU64>,
     links: Vec<Arc<Link>>,
     inbox: Arc<Inbox>,
+    /// The lane's plain-TCP connections, read at its ticks (`Link::read_at_ticks`).
+    #[cfg(target_os = "linux")]
+    reads: Option<Arc<rr_common::stamped::ReadSet>>,
 }
 
 /// The lane's tick (every 1 ms, or at the next due time for a sparse schedule: see `ticker`):
@@ -102,8 +105,18 @@ async fn run_lane(mut lane: Lane, ctx: LaneCtx) {
         // `now` first, then the stop time: a stop set after this load lies in the future of
         // `now` (the controller adds a margin), so nothing due before it is missed and nothing
         // at or after it is sent.
-        let woke = Instant::now();
+        let mut woke = Instant::now();
         let now = ns(woke);
+        // What arrived since the last tick: the link tasks of connections with data read it
+        // now (with the kernel's arrival times) and run before the lane goes on.
+        #[cfg(target_os = "linux")]
+        if let Some(r) = &ctx.reads {
+            if r.poll() > 0 {
+                let before = woke.elapsed();
+                tokio::task::yield_now().await;
+                woke = Instant::now() - before;
+            }
+        }
         lane.tick(now);
         let stop_at = ctx.stop_at.load(Relaxed);
         let win = Window {

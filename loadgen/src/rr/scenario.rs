@@ -240,6 +240,16 @@ impl Scenario for Rr {
             .collect();
         for (l, conns) in lane_links.iter().enumerate() {
             let inbox = Arc::new(Inbox::default());
+            // Answers wake no one: the lane reads its connections at its ticks.
+            #[cfg(target_os = "linux")]
+            let reads = rr
+                .read_at_tick
+                .then(|| {
+                    rr_common::stamped::ReadSet::new()
+                        .map_err(|e| tracing::debug!("no read set ({e}): answers read on arrival"))
+                        .ok()
+                })
+                .flatten();
             let mut links = Vec::new();
             for &c in conns {
                 let Some((session, spec)) = sessions[c].take() else {
@@ -254,6 +264,10 @@ impl Scenario for Rr {
                     stop_at: self.stop_at.clone(),
                     run: self.instrument.clone(),
                 };
+                #[cfg(target_os = "linux")]
+                if let Some(r) = &reads {
+                    self.statuses[c].read_at_ticks(r);
+                }
                 self.links.spawn(transport::drive(
                     spec,
                     session,
@@ -293,6 +307,8 @@ impl Scenario for Rr {
                 stop_at: self.stop_at.clone(),
                 links,
                 inbox,
+                #[cfg(target_os = "linux")]
+                reads,
             };
             self.lanes.spawn(run_lane(lane, ctx));
         }
