@@ -97,8 +97,13 @@ impl KafkaBridge {
         let consumer = Arc::new(consumer);
         let counts = Arc::new(BridgeCounts::default());
         let c = counts.clone();
-        let polled = consumer.clone();
-        let consume = tokio::spawn(async move { forward(&polled, client, c).await });
+        let polled = CloseOffThread(Some(consumer.clone()));
+        let consume = tokio::spawn(async move {
+            let polled = polled;
+            if let Some(consumer) = &polled.0 {
+                forward(consumer, client, c).await;
+            }
+        });
         let bridge = KafkaBridge {
             counts,
             consume,
@@ -150,6 +155,23 @@ impl Drop for KafkaBridge {
     fn drop(&mut self) {
         self.consume.abort();
         self.mqtt.abort();
+    }
+}
+
+/// Holds the forwarding task's consumer and drops it on a thread of its own: closing a consumer
+/// waits for its group, which never answers once the test has killed the broker, and must not
+/// hold up the runtime's shutdown (it hung a test whose tansu was gone before the aborted task
+/// was dropped).
+struct CloseOffThread(Option<Arc<StreamConsumer>>);
+
+impl Drop for CloseOffThread {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            // If the thread cannot start, the consumer closes here.
+            let _ = std::thread::Builder::new()
+                .name("bridge-close".into())
+                .spawn(move || drop(consumer));
+        }
     }
 }
 
