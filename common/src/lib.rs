@@ -13,8 +13,6 @@ pub mod mqtt;
 pub mod nats;
 pub mod net;
 pub mod prom;
-#[cfg(target_os = "linux")]
-pub mod stamped;
 pub mod stats;
 pub mod transport;
 pub mod ws;

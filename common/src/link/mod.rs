@@ -70,7 +70,7 @@ pub enum LinkEvent {
 pub trait Handler: Send + 'static {
     /// One message. `now` is when it arrived: on a connection read at an engine's tick
     /// ([`Link::read_at_ticks`]), when the kernel received the last segment read with it (see
-    /// `crate::stamped`); otherwise when the read that carried it returned.
+    /// `crate::net::stamped`); otherwise when the read that carried it returned.
     fn on_message(&mut self, m: &Message<'_>, now: Instant);
     /// A frame that was counted and dropped.
     fn on_invalid(&mut self, kind: Invalid);
@@ -140,10 +140,10 @@ pub struct Link {
     ticks: std::sync::OnceLock<Ticks>,
 }
 
-/// A link's place in a [`crate::stamped::ReadSet`].
+/// A link's place in a [`crate::net::stamped::ReadSet`].
 #[cfg(target_os = "linux")]
 pub struct Ticks {
-    pub(crate) set: Arc<crate::stamped::ReadSet>,
+    pub(crate) set: Arc<crate::net::stamped::ReadSet>,
     pub(crate) token: u64,
     /// Notified by the set's poll when the connection holds data.
     pub(crate) due: Arc<tokio::sync::Notify>,
@@ -185,7 +185,7 @@ impl Link {
     /// long as the link runs (acknowledgements, keep-alive answers and a closed connection are
     /// read then too). A link joins one set for its life; a second is ignored.
     #[cfg(target_os = "linux")]
-    pub fn read_at_ticks(&self, set: &Arc<crate::stamped::ReadSet>) {
+    pub fn read_at_ticks(&self, set: &Arc<crate::net::stamped::ReadSet>) {
         let _ = self.ticks.get_or_init(|| {
             let due = Arc::new(tokio::sync::Notify::new());
             Ticks {

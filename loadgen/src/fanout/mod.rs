@@ -20,6 +20,7 @@ mod publisher;
 mod stats;
 mod subscriber;
 pub mod timeline;
+mod timeline_hook;
 
 pub use config::Role;
 pub use limits::OsLimits;
@@ -136,8 +137,11 @@ impl Fanout {
 
 impl Fanout {
     /// The hook that keeps the per-second timeline (`TIMELINE_CSV`: its CSV too).
-    pub(crate) fn timeline_hook(&self, csv: Option<std::path::PathBuf>) -> timeline::TimelineHook {
-        timeline::TimelineHook::new(self.live.clone(), self.cfg.warmup_sec, csv)
+    pub(crate) fn timeline_hook(
+        &self,
+        csv: Option<std::path::PathBuf>,
+    ) -> timeline_hook::TimelineHook {
+        timeline_hook::TimelineHook::new(self.live.clone(), self.cfg.warmup_sec, csv)
     }
 }
 

@@ -9,7 +9,6 @@ use hdrhistogram::Histogram;
 use rr_common::stats::{new_histogram, record_us, BucketTotals, Summary};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// Histogram shards; a recorder picks one by client index, so locks are rarely contended.
 const SHARDS: usize = 8;
@@ -222,8 +221,15 @@ pub struct Live {
 }
 
 impl Live {
+    /// Books without Kafka consumers (the unit tests' shape).
+    #[cfg(test)]
     pub fn new(clients: u64, subjects: u64, role: &'static str) -> Live {
-        Live::with_consumers(clients, subjects, role, Consumers::new(0, Duration::ZERO))
+        Live::with_consumers(
+            clients,
+            subjects,
+            role,
+            Consumers::new(0, std::time::Duration::ZERO),
+        )
     }
 
     /// With `consumers` (the Kafka consumers' progress).

@@ -14,18 +14,13 @@
 //!
 //! The hot path counts into the sharded lock the latency recorder takes anyway ([`Recent`]: the
 //! few seconds a shard saw since the last collection); collecting moves them into the run's
-//! rows. The tick samples the gauges and the second's latency ([`TimelineHook`]); with Kafka
+//! rows. The tick samples the gauges and the second's latency (`timeline_hook`); with Kafka
 //! consumers (the scaling-test shape) also the lag of the most-behind consumer, the sum over
 //! consumers and the failing consumers (`fanout::consumers`). A stored second costs
 //! [`SECOND_BYTES`] bytes: 12 MB for a 24-hour run.
 
-use super::stats::Live;
-use crate::harness::{Finished, RunHook, Tick};
-use crate::report::{Report, Timeline};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 pub const NS_PER_S: u64 = 1_000_000_000;
 const UNSET: u64 = u64::MAX;
@@ -256,53 +251,6 @@ pub fn to_csv(rows: &[Row]) -> String {
         }
     }
     s
-}
-
-/// Samples each second's gauges at the tick and puts the rows into the report (and
-/// `TIMELINE_CSV`).
-pub struct TimelineHook {
-    live: Arc<Live>,
-    warmup_s: u64,
-    csv: Option<PathBuf>,
-}
-
-impl TimelineHook {
-    pub fn new(live: Arc<Live>, warmup_s: u64, csv: Option<PathBuf>) -> Self {
-        TimelineHook {
-            live,
-            warmup_s,
-            csv,
-        }
-    }
-
-    fn rows(&self) -> Vec<Row> {
-        let (counts, gauges) = self.live.timeline();
-        rows(&counts, &gauges, self.warmup_s)
-    }
-}
-
-impl RunHook for TimelineHook {
-    fn on_tick(&mut self, tick: &Tick<'_>) {
-        // the tick at the end of second k - 1 says k
-        if let Some(k) = tick.second.filter(|k| *k > 0) {
-            self.live.sample_second(k - 1);
-        }
-    }
-
-    fn on_report(&mut self, report: &mut Report, _fin: &Finished) {
-        let rows = self.rows();
-        if let Some(path) = &self.csv {
-            match std::fs::write(path, to_csv(&rows)) {
-                Ok(()) => eprintln!("timeline written to {}", path.display()),
-                Err(e) => eprintln!("error: cannot write TIMELINE_CSV {}: {e}", path.display()),
-            }
-        }
-        report.sections.timeline = Some(Timeline::Deliveries(rows));
-    }
-
-    fn on_live_report(&self, report: &mut Report) {
-        report.sections.timeline = Some(Timeline::Deliveries(self.rows()));
-    }
 }
 
 #[cfg(test)]

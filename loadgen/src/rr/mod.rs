@@ -83,7 +83,7 @@ struct LaneCtx {
     inbox: Arc<Inbox>,
     /// The lane's plain-TCP connections, read at its ticks (`Link::read_at_ticks`).
     #[cfg(target_os = "linux")]
-    reads: Option<Arc<rr_common::stamped::ReadSet>>,
+    reads: Option<Arc<rr_common::net::stamped::ReadSet>>,
 }
 
 /// The lane's tick (every 1 ms, or at the next due time for a sparse schedule: see `ticker`):

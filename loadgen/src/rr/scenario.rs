@@ -245,7 +245,7 @@ impl Scenario for Rr {
             let reads = rr
                 .read_at_tick
                 .then(|| {
-                    rr_common::stamped::ReadSet::new()
+                    rr_common::net::stamped::ReadSet::new()
                         .map_err(|e| tracing::debug!("no read set ({e}): answers read on arrival"))
                         .ok()
                 })

@@ -11,7 +11,7 @@
 //! reads therefore carry the arrival of the last of them: an answer's arrival is the kernel's
 //! receipt of the latest segment read with it, never later than that and never before its own.
 
-use crate::net::{TcpOut, WireReader, WireWriter};
+use super::{TcpOut, WireReader, WireWriter};
 use std::io::{self, IoSliceMut, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -108,7 +108,7 @@ impl StampedReader {
         StampedReader {
             sock,
             due,
-            scratch: vec![0u8; crate::net::READ_RESERVE].into_boxed_slice(),
+            scratch: vec![0u8; super::READ_RESERVE].into_boxed_slice(),
             more: false,
             arrival: None,
         }

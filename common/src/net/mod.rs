@@ -2,6 +2,9 @@
 //! (framed by `crate::ws`), each split into a reader and a writer half so one task can drive
 //! both.
 
+#[cfg(target_os = "linux")]
+pub mod stamped;
+
 use crate::broker::{BrokerUrl, ConnectOptions};
 use crate::ws::{self, HandshakeError, Unframer};
 use bytes::{Bytes, BytesMut};
@@ -206,7 +209,7 @@ pub enum WireReader {
     /// Plain TCP read at an engine's tick, with the kernel's receive timestamps (boxed: its
     /// scratch buffer and wake-up are few connections' business).
     #[cfg(target_os = "linux")]
-    Stamped(Box<crate::stamped::StampedReader>),
+    Stamped(Box<stamped::StampedReader>),
 }
 
 /// The read half of a WebSocket: its byte stream and the frame state, no buffer of its own.
@@ -237,9 +240,9 @@ pub enum WireWriter {
 pub enum TcpOut {
     /// Registered with the runtime for reading and writing: read when bytes arrive.
     Split(OwnedWriteHalf),
-    /// Registered for writing only: read at an engine's tick (see `crate::stamped`).
+    /// Registered for writing only: read at an engine's tick (see `stamped`).
     #[cfg(target_os = "linux")]
-    Stamped(Arc<crate::stamped::StampedTcp>),
+    Stamped(Arc<stamped::StampedTcp>),
 }
 
 impl TcpOut {
