@@ -161,6 +161,25 @@ pub struct KafkaConsumerBooks {
     pub consumer_lag_max: u64,
     /// Lag summed over the consumers that were up at the end.
     pub consumer_lag_end: u64,
+    /// Group rebalances the consumers went through (revocations of a consumer's partitions),
+    /// summed, and the consumers that went through any.
+    #[serde(default)]
+    pub rebalances: u64,
+    #[serde(default)]
+    pub clients_rebalanced: u64,
+    /// Records a consumer's client handed on again at an offset it had already handed on
+    /// since its partitions were assigned, summed (the books count each as a duplicate; see
+    /// docs/kafka.md, "Duplicates and gaps"), and the consumers that had any.
+    #[serde(default)]
+    pub redelivered: u64,
+    #[serde(default)]
+    pub clients_redelivered: u64,
+    /// Offsets a consumer's client jumped over (records of its partitions it never got; the
+    /// books count each as lost), summed, and the consumers that had any.
+    #[serde(default)]
+    pub skipped: u64,
+    #[serde(default)]
+    pub clients_skipped: u64,
 }
 
 /// Optional parts of a report, added by what runs besides the scenario (the per-second

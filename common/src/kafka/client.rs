@@ -138,6 +138,13 @@ pub struct KafkaContext {
     final_error: Mutex<Option<(RDKafkaErrorCode, String)>>,
     /// Consumer lag from the last statistics (`statistics.interval.ms`), plus one (0: none yet).
     lag: std::sync::atomic::AtomicU64,
+    /// Group rebalances this consumer went through since [`KafkaContext::take_rebalances`]
+    /// last looked: revocations of its partitions (the eager protocol revokes every member's
+    /// partitions before it assigns them again; a member the group expelled, say for a late
+    /// heartbeat, loses its partitions the same way).
+    rebalances: std::sync::atomic::AtomicU64,
+    /// Rebalance events (assignments and revocations) so far: a consumer's generation.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl KafkaContext {
@@ -157,6 +164,19 @@ impl KafkaContext {
         self.lag
             .load(std::sync::atomic::Ordering::Relaxed)
             .checked_sub(1)
+    }
+
+    /// Group rebalances (revocations of this consumer's partitions) since the last call, which
+    /// clears them.
+    pub fn take_rebalances(&self) -> u64 {
+        self.rebalances
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many rebalance events (assignments, revocations) this consumer has seen: records
+    /// handed on in one generation belong to one assignment.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The last error librdkafka reported for this client, if any.
@@ -202,7 +222,30 @@ impl ClientContext for KafkaContext {
     }
 }
 
-impl ConsumerContext for KafkaContext {}
+impl ConsumerContext for KafkaContext {
+    /// Counts rebalances (librdkafka runs this while the consumer is polled, on the polling
+    /// task, before it hands on any record of the new assignment).
+    fn pre_rebalance(
+        &self,
+        _: &rdkafka::consumer::BaseConsumer<Self>,
+        r: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        use rdkafka::consumer::Rebalance;
+        use std::sync::atomic::Ordering::Relaxed;
+        match r {
+            Rebalance::Assign(tpl) => {
+                self.generation.fetch_add(1, Relaxed);
+                tracing::debug!(target: "librdkafka", "assigned {} partitions", tpl.count());
+            }
+            Rebalance::Revoke(tpl) => {
+                self.generation.fetch_add(1, Relaxed);
+                self.rebalances.fetch_add(1, Relaxed);
+                tracing::debug!(target: "librdkafka", "revoked {} partitions", tpl.count());
+            }
+            Rebalance::Error(e) => tracing::warn!("consumer group rebalance failed: {e}"),
+        }
+    }
+}
 
 impl ProducerContext for KafkaContext {
     type DeliveryOpaque = ();

@@ -5,7 +5,9 @@
 //! - **Sending.** The link's [`ProducerSink`] turns each record descriptor of a batch into one
 //!   `produce` call in the sender's own task; librdkafka batches per partition and writes.
 //! - **Receiving.** One task per consumer: it awaits a record, drains every record already
-//!   fetched, hands each to the handler, then flushes the handler once.
+//!   fetched, hands each to the handler, then flushes the handler once. Each tick it tells the
+//!   handler the consumer's lag, rebalances, and the records handed on again or jumped over
+//!   (by their offsets, `super::offsets`).
 //! - **Loss and reconnect.** librdkafka reconnects by itself, but a cluster that comes back
 //!   without its topics (a restarted memory broker) makes them again with new topic ids, which
 //!   librdkafka's metadata cache does not survive (confluentinc/librdkafka#4964). So, as the
@@ -18,9 +20,11 @@ use super::client::KafkaContext;
 use super::encoder::reply_address;
 use super::headers::{self, REPLY_TOPIC};
 use super::link::{self as klink, Consumer_, Session};
+use super::offsets::Offsets;
 use super::records;
 use crate::link::{
-    backoff, Handler, Invalid, Link, LinkEvent, Message, Sent, SessionError, SessionSpec,
+    backoff, ConsumerProgress, Handler, Invalid, Link, LinkEvent, Message, Sent, SessionError,
+    SessionSpec,
 };
 use futures_util::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -153,6 +157,24 @@ fn dispatch<H: Handler>(
     );
 }
 
+/// Hands one fetched record of consumer `c` on, noting its offset.
+fn hand_on<H: Handler>(
+    c: &Consumer_,
+    m: &impl rdkafka::message::Message,
+    handler: &mut H,
+    addr: &mut Vec<u8>,
+    offsets: &mut Offsets,
+    now: Instant,
+) {
+    offsets.see(
+        c.context().generation(),
+        m.topic(),
+        m.partition(),
+        m.offset(),
+    );
+    dispatch(m, handler, addr, now);
+}
+
 async fn next(c: Option<&Arc<Consumer_>>) -> Result<BorrowedMessage<'_>, KafkaError> {
     match c {
         Some(c) => c.recv().await,
@@ -192,6 +214,7 @@ pub async fn drive<H: Handler>(
     let mut start = Some(first);
     // the current producer's undelivered records, as last reported
     let mut undelivered = 0u64;
+    let mut offsets = Offsets::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -200,8 +223,12 @@ pub async fn drive<H: Handler>(
             link.set_up(true, again);
             handler.on_link(LinkEvent::Up);
             let now = Instant::now();
-            for m in std::mem::take(&mut s.pending) {
-                dispatch(&m, &mut handler, &mut addr, now);
+            // (a new session's offsets start again: a re-created topic starts at 0)
+            offsets = Offsets::default();
+            if let Some(c) = s.consumer.clone() {
+                for m in std::mem::take(&mut s.pending) {
+                    hand_on(&c, &m, &mut handler, &mut addr, &mut offsets, now);
+                }
             }
             handler.flush().await;
             undelivered = 0;
@@ -212,12 +239,12 @@ pub async fn drive<H: Handler>(
             _ = shutdown.cancelled() => break,
             r = next(cur.as_ref().and_then(|s| s.consumer.as_ref())) => {
                 let now = Instant::now();
-                match r {
-                    Ok(m) => dispatch(&m, &mut handler, &mut addr, now),
-                    Err(e) => tracing::debug!("consumer: {e}"),
-                }
                 if let Some(c) = cur.as_ref().and_then(|s| s.consumer.as_ref()) {
-                    drain(c, &mut handler, &mut addr, now);
+                    match r {
+                        Ok(m) => hand_on(c, &m, &mut handler, &mut addr, &mut offsets, now),
+                        Err(e) => tracing::debug!("consumer: {e}"),
+                    }
+                    drain(c, &mut handler, &mut addr, &mut offsets, now);
                 }
                 handler.flush().await;
             }
@@ -232,8 +259,14 @@ pub async fn drive<H: Handler>(
                         tracing::warn!(client = %spec.client_id, "{} records not delivered (librdkafka gave up on them)", lost - undelivered);
                         undelivered = lost;
                     }
-                    if let Some(lag) = s.consumer.as_ref().and_then(|c| c.context().consumer_lag()) {
-                        handler.on_lag(lag);
+                    if let Some(c) = &s.consumer {
+                        let (redelivered, skipped) = offsets.take();
+                        handler.on_consumer(ConsumerProgress {
+                            lag: c.context().consumer_lag(),
+                            rebalances: c.context().take_rebalances(),
+                            redelivered,
+                            skipped,
+                        });
                     }
                     let down = s.producer.as_ref().is_some_and(|p| p.context().take_down())
                         | s.consumer.as_ref().is_some_and(|c| c.context().take_down());
@@ -292,11 +325,12 @@ fn drain<H: Handler>(
     c: &StreamConsumer<KafkaContext>,
     handler: &mut H,
     addr: &mut Vec<u8>,
+    offsets: &mut Offsets,
     now: Instant,
 ) {
     for _ in 0..DRAIN {
         match c.recv().now_or_never() {
-            Some(Ok(m)) => dispatch(&m, handler, addr, now),
+            Some(Ok(m)) => hand_on(c, &m, handler, addr, offsets, now),
             Some(Err(e)) => tracing::debug!("consumer: {e}"),
             None => break,
         }

@@ -8,6 +8,7 @@ pub mod driver;
 pub mod encoder;
 pub mod headers;
 pub mod link;
+mod offsets;
 pub mod records;
 pub mod topics;
 pub mod url;

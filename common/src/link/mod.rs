@@ -82,9 +82,25 @@ pub trait Handler: Send + 'static {
     fn on_room(&mut self) {}
     /// The connection went up or down, or a connect attempt failed.
     fn on_link(&mut self, _e: LinkEvent) {}
-    /// A consumer's lag (records between its position and the partitions' ends), as its
-    /// transport last measured it (Kafka: librdkafka's statistics, once a second).
-    fn on_lag(&mut self, _records: u64) {}
+    /// A consumer's progress as its transport measured it (Kafka: once a second, from
+    /// librdkafka's statistics and group events and the offsets handed on).
+    fn on_consumer(&mut self, _p: ConsumerProgress) {}
+}
+
+/// What a consumer's transport tells of its progress ([`Handler::on_consumer`]).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConsumerProgress {
+    /// Records between its position and the partitions' ends (`None`: not measured yet).
+    pub lag: Option<u64>,
+    /// Group rebalances it went through since the last call (its partitions were revoked,
+    /// to be assigned again).
+    pub rebalances: u64,
+    /// Records handed on since the last call whose offset was at or below one already handed
+    /// on in the same partition since its last assignment: the client read them again.
+    pub redelivered: u64,
+    /// Offsets it jumped over since the last call: records of its partitions it never got
+    /// (Kafka offsets are consecutive here: no transactions, no compaction).
+    pub skipped: u64,
 }
 
 /// Hooks a transport supplies for the bytes an engine hands to a link.

@@ -6,6 +6,7 @@
 //! consumer that failed at any time is remembered for the report. Once the run stops its
 //! subscribers the samples freeze: stopping is not failing.
 
+use rr_common::link::ConsumerProgress;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,12 @@ pub struct Progress {
     up: AtomicBool,
     joined: AtomicBool,
     failed: AtomicBool,
+    /// Group rebalances it went through (its partitions revoked).
+    rebalances: AtomicU64,
+    /// Records it read again (at an offset it had already handed on).
+    redelivered: AtomicU64,
+    /// Offsets it jumped over (records it never got).
+    skipped: AtomicU64,
 }
 
 /// What the sampler saw at one second's end.
@@ -73,10 +80,40 @@ impl Consumers {
         }
     }
 
-    pub fn lag(&self, idx: u32, records: u64) {
+    /// What consumer `idx`'s transport last told of its progress.
+    pub fn progress(&self, idx: u32, x: ConsumerProgress) {
         if let Some(p) = self.all.get(idx as usize) {
-            p.lag.store(records.saturating_add(1), Relaxed);
+            if let Some(lag) = x.lag {
+                p.lag.store(lag.saturating_add(1), Relaxed);
+            }
+            p.rebalances.fetch_add(x.rebalances, Relaxed);
+            p.redelivered.fetch_add(x.redelivered, Relaxed);
+            p.skipped.fetch_add(x.skipped, Relaxed);
         }
+    }
+
+    /// Sum over the consumers of one of their counters, and the consumers where it is not 0.
+    fn count(&self, f: impl Fn(&Progress) -> &AtomicU64) -> (u64, u64) {
+        self.all
+            .iter()
+            .map(|p| f(p).load(Relaxed))
+            .fold((0, 0), |(sum, n), r| (sum + r, n + u64::from(r > 0)))
+    }
+
+    /// Group rebalances summed over the consumers, and the consumers that went through any.
+    pub fn rebalances(&self) -> (u64, u64) {
+        self.count(|p| &p.rebalances)
+    }
+
+    /// Records the consumers read again (at an offset already handed on), and the consumers
+    /// that did.
+    pub fn redelivered(&self) -> (u64, u64) {
+        self.count(|p| &p.redelivered)
+    }
+
+    /// Offsets the consumers jumped over (records they never got), and the consumers that did.
+    pub fn skipped(&self) -> (u64, u64) {
+        self.count(|p| &p.skipped)
     }
 
     /// Consumer `idx` came up (`true`) or went down.
@@ -159,9 +196,13 @@ mod tests {
         for i in 0..3 {
             c.link(i, true, t0);
         }
-        c.lag(0, 5);
-        c.lag(1, 0);
-        c.lag(2, 7);
+        let lag = |n| ConsumerProgress {
+            lag: Some(n),
+            ..ConsumerProgress::default()
+        };
+        c.progress(0, lag(5));
+        c.progress(1, lag(0));
+        c.progress(2, lag(7));
         let s = c.sample(t0 + Duration::from_secs(1));
         assert_eq!(
             s,
@@ -184,7 +225,7 @@ mod tests {
         assert_eq!(s.failing, 2);
         // 2 comes back: failed once, not failing now
         c.link(2, true, t0 + Duration::from_secs(5));
-        c.lag(2, 0);
+        c.progress(2, lag(0));
         let s = c.sample(t0 + Duration::from_secs(5));
         assert_eq!(s.failing, 1);
         assert_eq!(c.failed(), 2);
@@ -196,5 +237,27 @@ mod tests {
         assert_eq!(c.sample(t0 + Duration::from_secs(20)), s);
         assert_eq!(c.failing(), 1);
         assert!(!Consumers::new(0, Duration::from_secs(1)).enabled());
+    }
+
+    #[test]
+    fn rebalances_redeliveries_and_skips_add_up_per_consumer() {
+        let c = Consumers::new(3, Duration::from_secs(2));
+        let ev = |rebalances, redelivered, skipped| ConsumerProgress {
+            lag: None,
+            rebalances,
+            redelivered,
+            skipped,
+        };
+        c.progress(0, ev(1, 0, 0));
+        c.progress(0, ev(2, 40, 1));
+        c.progress(2, ev(0, 3, 0));
+        c.progress(1, ev(0, 0, 6));
+        // out of range: ignored
+        c.progress(9, ev(5, 5, 5));
+        assert_eq!(c.rebalances(), (3, 1));
+        assert_eq!(c.redelivered(), (43, 2));
+        assert_eq!(c.skipped(), (7, 2));
+        // no lag in those reports: none measured
+        assert_eq!(c.lag_now(), (0, 0));
     }
 }

@@ -178,11 +178,20 @@ impl Endpoints for FanoutEndpoints {
         let mut rest = rest;
         if l.consumers.enabled() {
             let (lag_max, lag_sum) = l.consumers.lag_now();
+            let (rebalances, clients_rebalanced) = l.consumers.rebalances();
+            let (redelivered, clients_redelivered) = l.consumers.redelivered();
+            let (skipped, clients_skipped) = l.consumers.skipped();
             rest["kafka_consumers"] = serde_json::json!({
                 "consumer_lag_max": lag_max,
                 "consumer_lag_sum": lag_sum,
                 "failing_clients": l.consumers.failing(),
                 "failed_clients": l.consumers.failed(),
+                "rebalances": rebalances,
+                "clients_rebalanced": clients_rebalanced,
+                "redelivered": redelivered,
+                "clients_redelivered": clients_redelivered,
+                "skipped": skipped,
+                "clients_skipped": clients_skipped,
             });
         }
         if let serde_json::Value::Object(m) = rest {

@@ -296,11 +296,20 @@ impl Live {
     pub fn kafka_books(&self) -> Option<Box<crate::report::KafkaConsumerBooks>> {
         let k = &self.consumers;
         k.enabled().then(|| {
+            let (rebalances, clients_rebalanced) = k.rebalances();
+            let (redelivered, clients_redelivered) = k.redelivered();
+            let (skipped, clients_skipped) = k.skipped();
             Box::new(crate::report::KafkaConsumerBooks {
                 failing_clients: k.failing(),
                 failed_clients: k.failed(),
                 consumer_lag_max: k.lag_peak(),
                 consumer_lag_end: k.lag_now().1,
+                rebalances,
+                clients_rebalanced,
+                redelivered,
+                clients_redelivered,
+                skipped,
+                clients_skipped,
             })
         })
     }

@@ -9,7 +9,7 @@ use super::payload::{Clock, Stamp};
 use super::stats::{add, Live};
 use futures_util::FutureExt;
 use rr_common::kafka::link::consume_filter;
-use rr_common::link::{Handler, Invalid, LinkEvent, Message, SessionSpec};
+use rr_common::link::{ConsumerProgress, Handler, Invalid, LinkEvent, Message, SessionSpec};
 use rr_common::transport::{self, Session};
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -111,8 +111,8 @@ impl Handler for Client {
         add(&self.ctx.live.c.invalid, 1);
     }
 
-    fn on_lag(&mut self, records: u64) {
-        self.ctx.live.consumers.lag(self.idx, records);
+    fn on_consumer(&mut self, p: ConsumerProgress) {
+        self.ctx.live.consumers.progress(self.idx, p);
     }
 
     fn on_link(&mut self, e: LinkEvent) {
