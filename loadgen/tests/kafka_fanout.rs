@@ -12,7 +12,9 @@
 //!    0.5-0.6, bound by fetch requests more than records (0.85 at 250 msg/s with 10 ms fetch
 //!    waits). So an opt-level override of the workspace crates would save at most ~0.25 of a
 //!    core: none is set;
-//! c. consumers sharing CONSUMER_GROUP: each message expected, and received, once per group;
+//! c. consumers sharing CONSUMER_GROUP: each message expected, and received, once per group,
+//!    also when a member stops mid-run (the group rebalances, the rebalances are counted and the
+//!    others read on from the committed offsets);
 //! b. gateway shape: the publisher produces to tansu, testkit's Kafka-to-MQTT bridge forwards to
 //!    mosquitto's WebSocket listener, 500 WebSocket clients over 100 subjects lose nothing;
 //! plus start-up: an unreachable Kafka publish broker exits 3, a bad SUBJECT_TOPIC exits 2.
@@ -211,13 +213,15 @@ async fn c_consumers_sharing_one_group_get_each_message_once() {
             ("subjects", "100".into()),
             ("publish-rate", "300".into()),
             ("warmup-sec", "2".into()),
-            ("duration-sec", "6".into()),
+            ("duration-sec", "8".into()),
+            ("kill-client-at", "2@5".into()),
         ]),
     )
     .await;
     let d = dv(&r);
+    let k = d.kafka_consumers.clone().expect("Kafka consumer books");
     eprintln!(
-        "Kafka CONSUMER_GROUP: published {} expected {} received {} lost {} dup {}",
+        "Kafka CONSUMER_GROUP: published {} expected {} received {} lost {} dup {}; {k:?}",
         r.sent, d.expected, d.received, d.lost, r.duplicates
     );
     assert_eq!(r.config["CONSUMER_GROUP"], "shared");
@@ -225,7 +229,12 @@ async fn c_consumers_sharing_one_group_get_each_message_once() {
     // once per group, not once per consumer
     assert_eq!(d.expected, r.sent, "{d:#?}");
     assert_eq!((d.received, d.lost), (d.expected, 0), "{d:#?}");
-    assert!(r.duplicates * 1000 <= d.received, "{r:#?}");
+    // the member stopped mid-run left the group: the two others were revoked and assigned its
+    // partitions too (counted as rebalances), from the group's committed offsets, so nothing is
+    // lost, and at most what the last 200 ms of auto commit left uncommitted is read again
+    assert!(k.clients_rebalanced >= 2, "{k:?}");
+    assert!(k.rebalances >= k.clients_rebalanced, "{k:?}");
+    assert!(r.duplicates <= 60, "{r:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
