@@ -24,12 +24,6 @@ fn mosquitto() -> Mosquitto {
 
 const T: Duration = Duration::from_secs(2);
 
-async fn stats(addr: &str) -> serde_json::Value {
-    let (code, body) = http::get(addr, "/stats", T).await.expect("GET /stats");
-    assert_eq!(code, 200);
-    serde_json::from_str(&body).expect("/stats is JSON")
-}
-
 async fn metric(addr: &str, name: &str) -> f64 {
     let (_, text) = http::get(addr, "/metrics", T).await.expect("GET /metrics");
     text.lines()
@@ -123,7 +117,7 @@ fn ratios_after(samples: &[Sample], from: Instant) -> Vec<(Duration, f64)> {
 }
 
 async fn broker_restart(version: &'static str) {
-    let mut broker = mosquitto();
+    let broker = mosquitto();
     let url = broker.url();
     let (w, wstop) = start_worker(&url, &[("MQTT_VERSION", version)]).await;
     let (addr, run) = spawn_loadgen(
@@ -146,40 +140,17 @@ async fn broker_restart(version: &'static str) {
     let sampler = sample_stats(addr.clone(), stop_sampling.clone());
     wait_sending_for(&addr, 3.0).await;
 
-    let killed_at = Instant::now();
-    let mut broker = tokio::task::spawn_blocking(move || {
-        broker.kill();
-        broker
-    })
-    .await
-    .unwrap();
-    // every link notices at once and stops taking traffic
-    let a = addr.clone();
-    rr_testkit::wait_until_async(Duration::from_secs(3), "loadgen links down", || {
-        let a = a.clone();
-        async move { stats(&a).await["connections"] == 0 }
-    })
-    .await
-    .unwrap();
-    tokio::time::sleep_until((killed_at + Duration::from_secs(3)).into()).await;
-    let broker = tokio::task::spawn_blocking(move || {
-        broker
-            .restart()
-            .expect("mosquitto restarts on the same port");
-        broker
-    })
-    .await
-    .unwrap();
-    let back_at = Instant::now();
-    let a = addr.clone();
-    let ws = w.state.clone();
-    rr_testkit::wait_until_async(Duration::from_secs(10), "every link back", || {
-        let a = a.clone();
-        let ws = ws.clone();
-        async move { stats(&a).await["connections"] == 10 && ws.snapshot().connections == 4 }
-    })
-    .await
-    .unwrap();
+    // every link notices within 3 s and stops taking traffic; the broker stays down 3 s
+    let (broker, killed_at, back_at) = kill_and_restart(
+        broker,
+        &addr,
+        Duration::from_secs(3),
+        Duration::from_secs(3),
+    )
+    .await;
+    wait_links_back(&addr, 10, &w.state, 4, Duration::from_secs(10))
+        .await
+        .unwrap();
     let relinked = back_at.elapsed();
     let reconnect_metric = metric(&addr, "loadgen_reconnects_total").await;
     let r = finish(run).await;

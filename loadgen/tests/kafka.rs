@@ -6,21 +6,12 @@
 
 mod support;
 
-use rr_common::http;
 use rr_testkit::{Tansu, TansuOptions};
 use std::time::{Duration, Instant};
 use support::*;
 
-const T: Duration = Duration::from_secs(2);
-
 fn tansu() -> Tansu {
     Tansu::start(TansuOptions::new()).expect("tansu must be installed (scripts/install-deps.sh)")
-}
-
-async fn stats(addr: &str) -> serde_json::Value {
-    let (code, body) = http::get(addr, "/stats", T).await.expect("GET /stats");
-    assert_eq!(code, 200);
-    serde_json::from_str(&body).expect("/stats is JSON")
 }
 
 /// Two workers of two connections each: four consumers in the workers' group.
@@ -84,7 +75,7 @@ async fn c_two_workers_in_one_group_answer_1000_req_s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d_broker_restart_mid_run_links_come_back_and_books_close() {
-    let mut broker = tansu();
+    let broker = tansu();
     let url = broker.url();
     let (w, wstop) = start_worker(&url, WORKER).await;
     let (run, _token) = start_loadgen(
@@ -102,33 +93,12 @@ async fn d_broker_restart_mid_run_links_come_back_and_books_close() {
     .await;
     let addr = run.http_addr.to_string();
     wait_sending_for(&addr, 3.0).await;
-    let mut broker = tokio::task::spawn_blocking(move || {
-        broker.kill();
-        broker
-    })
-    .await
-    .unwrap();
-    let a = addr.clone();
-    rr_testkit::wait_until_async(Duration::from_secs(10), "loadgen links down", || {
-        let a = a.clone();
-        async move { stats(&a).await["connections"] == 0 }
-    })
-    .await
-    .unwrap();
-    let broker = tokio::task::spawn_blocking(move || {
-        broker.restart().expect("tansu restarts on its port");
-        broker
-    })
-    .await
-    .unwrap();
-    let back_at = Instant::now();
-    let (a, ws) = (addr.clone(), w.state.clone());
-    rr_testkit::wait_until_async(Duration::from_secs(15), "every link back", || {
-        let (a, ws) = (a.clone(), ws.clone());
-        async move { stats(&a).await["connections"] == 4 && ws.snapshot().connections == 2 }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}; tansu log: {}", broker.log()));
+    // (memory storage: tansu comes back empty, so it is started again at once)
+    let (broker, _, back_at) =
+        kill_and_restart(broker, &addr, Duration::from_secs(10), Duration::ZERO).await;
+    wait_links_back(&addr, 4, &w.state, 2, Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|e| panic!("{e}; tansu log: {}", broker.log()));
     let relinked = back_at.elapsed();
     // matching recovers (the workers' group settles after its members rejoin): within 12 s a
     // 2 s window matches what it sends

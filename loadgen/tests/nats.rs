@@ -14,19 +14,10 @@ mod tls;
 use bytes::Bytes;
 use nats_support::*;
 use rr_common::codec::Correlation;
-use rr_common::http;
 use rr_testkit::{NatsOptions, NatsServer};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
-
-const T: Duration = Duration::from_secs(2);
-
-async fn stats(addr: &str) -> serde_json::Value {
-    let (code, body) = http::get(addr, "/stats", T).await.expect("GET /stats");
-    assert_eq!(code, 200);
-    serde_json::from_str(&body).expect("/stats is JSON")
-}
 
 fn check_healthy_run(r: &loadgen::report::Report) {
     assert_books_close(r);
@@ -78,7 +69,7 @@ async fn a_ten_thousand_clients_over_20_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_server_restart_mid_run_books_close_and_matching_recovers() {
-    let mut server = nats();
+    let server = nats();
     let url = server.url();
     let (w, wstop) = start_worker(&url, &[]).await;
     let (run, _token) = start_loadgen(
@@ -97,35 +88,16 @@ async fn c_server_restart_mid_run_books_close_and_matching_recovers() {
     let addr = run.http_addr.to_string();
     wait_ready(&addr).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let killed_at = Instant::now();
-    let mut server = tokio::task::spawn_blocking(move || {
-        server.kill();
-        server
-    })
-    .await
-    .unwrap();
-    let a = addr.clone();
-    rr_testkit::wait_until_async(Duration::from_secs(3), "loadgen links down", || {
-        let a = a.clone();
-        async move { stats(&a).await["connections"] == 0 }
-    })
-    .await
-    .unwrap();
-    tokio::time::sleep_until((killed_at + Duration::from_secs(2)).into()).await;
-    let server = tokio::task::spawn_blocking(move || {
-        server.restart().expect("nats-server restarts on its port");
-        server
-    })
-    .await
-    .unwrap();
-    let back_at = Instant::now();
-    let (a, ws) = (addr.clone(), w.state.clone());
-    rr_testkit::wait_until_async(Duration::from_secs(10), "every link back", || {
-        let (a, ws) = (a.clone(), ws.clone());
-        async move { stats(&a).await["connections"] == 10 && ws.snapshot().connections == 4 }
-    })
-    .await
-    .unwrap();
+    let (server, _, back_at) = kill_and_restart(
+        server,
+        &addr,
+        Duration::from_secs(3),
+        Duration::from_secs(2),
+    )
+    .await;
+    wait_links_back(&addr, 10, &w.state, 4, Duration::from_secs(10))
+        .await
+        .unwrap();
     let relinked = back_at.elapsed();
     // matching recovers: a later second of the run matches what it sends
     tokio::time::sleep(Duration::from_secs(3)).await;

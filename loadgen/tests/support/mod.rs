@@ -1,5 +1,5 @@
 //! Shared helpers of the loadgen integration tests: configs from env-style pairs, an in-process
-//! worker, metric-text checks and the report schema.
+//! worker, a broker killed and restarted mid-run, metric-text checks and the report schema.
 #![allow(dead_code)]
 
 use clap::Parser;
@@ -100,6 +100,95 @@ pub async fn wait_sending_for(addr: &str, secs: f64) {
     })
     .await
     .unwrap_or_else(|e| panic!("{addr}: {e}"));
+}
+
+/// `GET /stats` of the run serving `addr`, as JSON.
+pub async fn stats(addr: &str) -> serde_json::Value {
+    let (code, body) = rr_common::http::get(addr, "/stats", Duration::from_secs(2))
+        .await
+        .expect("GET /stats");
+    assert_eq!(code, 200);
+    serde_json::from_str(&body).expect("/stats is JSON")
+}
+
+/// A broker a test kills and starts again on its port (testkit's mosquitto, nats-server,
+/// tansu).
+pub trait Restartable: Send + 'static {
+    fn kill_now(&mut self);
+    /// Starts it again on its port; panics if it cannot.
+    fn start_again(&mut self);
+}
+
+macro_rules! restartable {
+    ($($t:ty),*) => {$(
+        impl Restartable for $t {
+            fn kill_now(&mut self) {
+                self.kill();
+            }
+            fn start_again(&mut self) {
+                self.restart()
+                    .unwrap_or_else(|e| panic!("{} restarts on its port: {e}", stringify!($t)));
+            }
+        }
+    )*};
+}
+restartable!(
+    rr_testkit::Mosquitto,
+    rr_testkit::NatsServer,
+    rr_testkit::Tansu
+);
+
+/// Kills `broker`, waits up to `notice` until the loadgen serving `addr` has no link up, keeps
+/// the broker down until `down` after the kill, then starts it again on its port (kill and
+/// start on a blocking thread). Returns it, when it was killed and when it was back.
+pub async fn kill_and_restart<B: Restartable>(
+    mut broker: B,
+    addr: &str,
+    notice: Duration,
+    down: Duration,
+) -> (B, std::time::Instant, std::time::Instant) {
+    let killed_at = std::time::Instant::now();
+    broker = tokio::task::spawn_blocking(move || {
+        broker.kill_now();
+        broker
+    })
+    .await
+    .expect("kill");
+    let a = addr.to_string();
+    rr_testkit::wait_until_async(notice, "loadgen links down", || {
+        let a = a.clone();
+        async move { stats(&a).await["connections"] == 0 }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{addr}: {e}"));
+    tokio::time::sleep_until((killed_at + down).into()).await;
+    broker = tokio::task::spawn_blocking(move || {
+        broker.start_again();
+        broker
+    })
+    .await
+    .expect("restart");
+    (broker, killed_at, std::time::Instant::now())
+}
+
+/// Waits up to `within` until the loadgen serving `addr` has `links` links up and `worker`
+/// has `worker_links`.
+pub async fn wait_links_back(
+    addr: &str,
+    links: u64,
+    worker: &std::sync::Arc<worker::WorkerState>,
+    worker_links: u64,
+    within: Duration,
+) -> Result<(), String> {
+    let a = addr.to_string();
+    rr_testkit::wait_until_async(within, "every link back", || {
+        let (a, w) = (a.clone(), worker.clone());
+        async move {
+            stats(&a).await["connections"] == links && w.snapshot().connections == worker_links
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Starts a worker in this process; it stops when the returned token is cancelled.
