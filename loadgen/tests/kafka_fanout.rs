@@ -111,6 +111,11 @@ async fn a_scaling_shape_20_consumers_every_message_once_and_a_killed_one_fails(
     if let Err(e) = failing {
         panic!("{e}: /stats: {:?}", get(port, "/stats").await);
     }
+    let stats: serde_json::Value =
+        serde_json::from_str(&get(port, "/stats").await.expect("/stats")).expect("JSON");
+    for key in ["rebalances", "redelivered", "skipped", "clients_skipped"] {
+        assert!(stats["kafka_consumers"][key].is_u64(), "{key}: {stats}");
+    }
     let metrics = get(port, "/metrics").await.expect("/metrics");
     for name in [
         "fanout_failing_clients 1",
