@@ -237,64 +237,14 @@ fn e_unreachable_cluster_exits_3_and_bad_kafka_config_exits_2() {
 async fn g_capacity_search_finds_the_pools_throughput() {
     let broker = tansu();
     let url = broker.url();
-    let pool = 5u64;
-    let (w, stop) = start_worker(
+    let (r, most) = search_against_pool(
         &url,
-        &[
-            ("CONNECTIONS", "2"),
-            ("MODE", "sleep"),
-            ("SLEEP_MS", "10"),
-            ("MIN_WORKERS", "5"),
-            ("MAX_WORKERS", "5"),
-        ],
+        5,
+        "200",
+        &[("CONNECTIONS", "2")],
+        &[("VIRTUAL_CLIENTS", "2000"), ("SHARDS", "16")],
     )
     .await;
-    let stats = format!("http://{}/stats", w.http_addr);
-    let r = run_loadgen(
-        &url,
-        &[
-            ("SCENARIO", "capacity"),
-            ("VIRTUAL_CLIENTS", "2000"),
-            ("INTERVAL_MS", "1000"),
-            ("CONNECTIONS", "4"),
-            ("SHARDS", "16"),
-            ("WARMUP_SEC", "0"),
-            ("TIMEOUT_MS", "1000"),
-            ("START_RATE", "200"),
-            ("STEP_FACTOR", "1.5"),
-            ("STEP_SEC", "3"),
-            ("SETTLE_SEC", "1"),
-            ("WORKER_STATS_URLS", &stats),
-            // as in capacity.rs: the pool's limit is the subject, not the shared machine's timers
-            ("GENERATOR_LAG_MS", "100"),
-            ("SLO_P99_MS", "200"),
-        ],
-    )
-    .await;
-    let mean_us = w.state.snapshot().processing_us["mean"].as_f64().unwrap();
-    stop.cancel();
-    let most = pool as f64 * 1e6 / mean_us;
-    let c = r.sections.capacity.as_ref().expect("capacity section");
-    eprintln!(
-        "Kafka capacity: {} (the pool's measured ceiling {most:.0} req/s); steps {:?}",
-        c.verdict,
-        c.steps
-            .iter()
-            .map(|s| s.result.offered_rate)
-            .collect::<Vec<_>>()
-    );
-    assert!(
-        c.rate <= pool as f64 * 100.0 && c.rate >= 0.85 * most.min(pool as f64 * 100.0),
-        "pool {pool} (at most {most:.0} req/s as measured): {}\n{:#?}",
-        c.verdict,
-        c.steps
-    );
-    assert!(!c.lower_bound, "{}", c.verdict);
-    assert!(c
-        .verdict
-        .starts_with(&format!("capacity: {:.0} req/s", c.rate)));
-    assert!(c.steps.len() >= 3, "{:#?}", c.steps);
-    assert!(c.steps.iter().all(|s| s.result.worker_pool == Some(pool)));
+    assert_pool_found(&r, 5, most, 3);
     assert_eq!(r.config["BROKER"], url.as_str());
-    validate_report(&serde_json::to_value(&r).unwrap());
 }

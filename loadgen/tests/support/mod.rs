@@ -320,3 +320,86 @@ pub fn wrong_correlations(run_id: u32) -> Vec<Vec<u8>> {
         vec![],
     ]
 }
+
+/// One capacity search over `broker` against an in-process worker pool of `pool` workers that
+/// sleep 10 ms per request (at most 100 req/s each; `worker_extra` and `loadgen_extra` add to or
+/// override the settings): the report, and the most the pool could answer given the time a
+/// request really took in it (`pool / mean processing time`: less than 100 req/s per worker
+/// while other work on the machine delays the workers' timers).
+pub async fn search_against_pool(
+    broker: &str,
+    pool: u64,
+    start: &str,
+    worker_extra: &[(&str, &str)],
+    loadgen_extra: &[(&str, &str)],
+) -> (loadgen::report::Report, f64) {
+    let n = pool.to_string();
+    let mut wcfg = vec![
+        ("MODE", "sleep"),
+        ("SLEEP_MS", "10"),
+        ("MIN_WORKERS", n.as_str()),
+        ("MAX_WORKERS", n.as_str()),
+    ];
+    wcfg.extend_from_slice(worker_extra);
+    let (w, stop) = start_worker(broker, &wcfg).await;
+    let stats = format!("http://{}/stats", w.http_addr);
+    let mut lcfg = vec![
+        ("SCENARIO", "capacity"),
+        ("VIRTUAL_CLIENTS", "3000"),
+        ("INTERVAL_MS", "1000"),
+        ("CONNECTIONS", "4"),
+        ("WARMUP_SEC", "0"),
+        ("TIMEOUT_MS", "1000"),
+        ("START_RATE", start),
+        ("STEP_FACTOR", "1.5"),
+        ("STEP_SEC", "3"),
+        ("SETTLE_SEC", "1"),
+        ("WORKER_STATS_URLS", stats.as_str()),
+        // the pool's limit is the subject: on a shared 2-core machine the generator's own
+        // timers may run late by more than the default 10 ms without being the limit
+        ("GENERATOR_LAG_MS", "100"),
+        // and an SLO a stalled timer on that machine does not break (a backlog above the
+        // pool's rate still grows past it within a step)
+        ("SLO_P99_MS", "200"),
+    ];
+    lcfg.extend_from_slice(loadgen_extra);
+    let r = run_loadgen(broker, &lcfg).await;
+    let mean_us = w.state.snapshot().processing_us["mean"].as_f64().unwrap();
+    stop.cancel();
+    (r, pool as f64 * 1e6 / mean_us)
+}
+
+/// What every search against such a pool must find: a rate of at most what the pool can do at
+/// 10 ms per request and at least 85% of what it did do, not a lower bound, a verdict that
+/// names it, at least `min_steps` steps that all saw the pool, and a report the schema accepts.
+/// Returns the rate found.
+pub fn assert_pool_found(
+    r: &loadgen::report::Report,
+    pool: u64,
+    most: f64,
+    min_steps: usize,
+) -> f64 {
+    let c = r.sections.capacity.as_ref().expect("capacity section");
+    assert!(
+        c.rate <= pool as f64 * 100.0 && c.rate >= 0.85 * most.min(pool as f64 * 100.0),
+        "pool {pool} (at most {most:.0} req/s as measured): {}\n{:#?}",
+        c.verdict,
+        c.steps
+    );
+    assert!(!c.lower_bound, "{}", c.verdict);
+    assert!(c
+        .verdict
+        .starts_with(&format!("capacity: {:.0} req/s", c.rate)));
+    assert!(c.steps.len() >= min_steps, "{:#?}", c.steps);
+    assert!(c.steps.iter().all(|s| s.result.worker_pool == Some(pool)));
+    validate_report(&serde_json::to_value(r).unwrap());
+    eprintln!(
+        "pool {pool}: {} (the pool's measured ceiling {most:.0} req/s); steps {:?}",
+        c.verdict,
+        c.steps
+            .iter()
+            .map(|s| s.result.offered_rate)
+            .collect::<Vec<_>>()
+    );
+    c.rate
+}
