@@ -132,6 +132,17 @@ pub struct Config {
     /// QoS of the request subscription (0 or 1)
     #[arg(long, env = "SUB_QOS", default_value_t = 0, value_name = "SUB_QOS", value_parser = clap::value_parser!(u8).range(0..=1))]
     pub sub_qos: u8,
+    /// Read coalescing: at request rates where at least 2 requests arrive within this many
+    /// microseconds, wait that long after each wake-up before reading, so a burst is read,
+    /// answered and written together (fewer wake-ups and writes, up to this much added latency).
+    /// 0 = off: answer at once
+    #[arg(
+        long,
+        env = "COALESCE_US",
+        default_value_t = 0,
+        value_name = "COALESCE_US"
+    )]
+    pub coalesce_us: u64,
     #[command(flatten)]
     pub http: HttpOptions<METRICS_PORT>,
     /// Name used in client ids (default: host name)
@@ -174,6 +185,7 @@ impl Config {
             ("DROP_ON_FULL", self.drop_on_full.into()),
             ("PUB_QOS", self.pub_qos.into()),
             ("SUB_QOS", self.sub_qos.into()),
+            ("COALESCE_US", self.coalesce_us.into()),
             ("INSTANCE_ID", self.instance_id().into()),
         ];
         for (k, v) in self
@@ -240,6 +252,12 @@ impl Validate for Config {
             return Err(ConfigError::new(
                 "SLEEP_MS",
                 format!("'{}' must be at most 600000", self.sleep_ms),
+            ));
+        }
+        if self.coalesce_us > 100_000 {
+            return Err(ConfigError::new(
+                "COALESCE_US",
+                format!("'{}' must be at most 100000", self.coalesce_us),
             ));
         }
         if self.mqtt_sub.is_empty() || self.mqtt_sub.starts_with("$share/") {

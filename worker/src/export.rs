@@ -138,6 +138,7 @@ mod tests {
             reconnects: 5,
             queue_wait_us: serde_json::Value::Null,
             processing_us: serde_json::Value::Null,
+            coalesced_wakeups: 0,
         };
         let text = m.render(&s, &c);
         let names = contract();

@@ -2,6 +2,7 @@
 //! shared subscription feed a bounded queue drained by an autoscaled pool of workers, which
 //! answer each request on its reply topic with its correlation.
 
+pub mod coalesce;
 pub mod config;
 pub mod export;
 pub mod intake;
@@ -53,6 +54,8 @@ pub struct WorkerState {
     pub config: serde_json::Value,
     /// `/metrics`, registered once.
     pub metrics: export::WorkerMetrics,
+    /// Read coalescing (`COALESCE_US`), when the binary installed it on its runtime.
+    pub coalesce: std::sync::OnceLock<Arc<coalesce::Coalesce>>,
 }
 
 /// Counter snapshot (also the `/stats` JSON).
@@ -74,6 +77,8 @@ pub struct Snapshot {
     pub reconnects: u64,
     pub queue_wait_us: serde_json::Value,
     pub processing_us: serde_json::Value,
+    /// Wake-ups that waited `COALESCE_US` before reading (0 when it is off).
+    pub coalesced_wakeups: u64,
 }
 
 impl Snapshot {
@@ -124,6 +129,7 @@ impl WorkerState {
             reconnects: self.links.iter().map(|l| l.reconnects()).sum(),
             queue_wait_us: pct(&c.queue_wait),
             processing_us: pct(&c.processing),
+            coalesced_wakeups: self.coalesce.get().map_or(0, |c| c.waited()),
         }
     }
 }
@@ -221,6 +227,7 @@ async fn start_inner(
         ready: false.into(),
         config: cfg.describe(),
         metrics: Default::default(),
+        coalesce: Default::default(),
     });
     let http_bind = cfg.http.socket();
     let http_addr = http::serve(http_bind, state.clone(), shutdown.clone())
@@ -301,8 +308,18 @@ async fn start_inner(
 }
 
 /// Runs until `shutdown`, then lets in-flight work finish briefly. Returns the final snapshot.
-pub async fn run(cfg: Valid<Config>, shutdown: CancellationToken) -> Result<Snapshot, WorkerError> {
+/// `coalesce`: the read coalescing installed on the runtime this runs on (`COALESCE_US`), which
+/// takes its request rate from this worker.
+pub async fn run(
+    cfg: Valid<Config>,
+    shutdown: CancellationToken,
+    coalesce: Option<Arc<coalesce::Coalesce>>,
+) -> Result<Snapshot, WorkerError> {
     let running = start(cfg, shutdown).await?;
+    if let Some(c) = coalesce {
+        c.attach(running.state.shared.clone());
+        let _ = running.state.coalesce.set(c);
+    }
     running.done.cancelled().await;
     Ok(running.state.snapshot())
 }

@@ -28,6 +28,20 @@ fn main() {
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
+    // COALESCE_US: each time the runtime's thread wakes, it may wait before it reads (see
+    // worker::coalesce).
+    let coalesce = (cfg.coalesce_us > 0).then(|| {
+        // sleep the window, not the window plus the default 50 µs of timer slack
+        if let Err(e) = nix::sys::prctl::set_timerslack(1_000) {
+            tracing::debug!("timer slack stays at its default: {e}");
+        }
+        let c = std::sync::Arc::new(worker::coalesce::Coalesce::new(
+            std::time::Duration::from_micros(cfg.coalesce_us),
+        ));
+        let hook = c.clone();
+        builder.on_thread_unpark(move || hook.on_unpark());
+        c
+    });
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -38,7 +52,7 @@ fn main() {
     let code = rt.block_on(async {
         cli::init_logging();
         let shutdown = cli::shutdown_on_signals();
-        match worker::run(cfg, shutdown).await {
+        match worker::run(cfg, shutdown, coalesce).await {
             Ok(s) => {
                 println!(
                     "worker done: received {} responded {} dropped {} invalid {} errors {} queued {}",
