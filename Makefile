@@ -16,7 +16,7 @@ UP_DEFAULTED    := $(strip $(foreach v,VIRTUAL_CLIENTS INTERVAL_MS CONNECTIONS,$
 export VIRTUAL_CLIENTS INTERVAL_MS CONNECTIONS UP_DEFAULTED
 
 .PHONY: help up up-fanout down stats logs test test-rust test-scripts lint build release \
-        install-deps benchmark benchmark-quick memory-1m memory-10m fanout-bench fanout-memory clean
+        install-deps benchmark benchmark-quick benchmark-coalesce memory-1m memory-10m fanout-bench fanout-memory clean
 
 ##@ run
 up: release ## Broker (BROKER, local mosquitto/embedded, or TRANSPORT=nats: nats-server) + worker + loadgen, live progress until Ctrl-C
@@ -39,6 +39,9 @@ benchmark: release ## Full benchmark suite (scratch dir; UPDATE_RESULTS=1: bench
 
 benchmark-quick: release ## 5-minute benchmark subset (scratch dir; UPDATE_RESULTS=1: benchmarks/results/)
 	@QUICK=1 bash scripts/benchmark.sh
+
+benchmark-coalesce: release ## 14 minutes: the worker's read coalescing (COALESCE_US) against its defaults, rr 10,000 req/s and latency at 1,000 (UPDATE_RESULTS=1: benchmarks/results/coalesce/)
+	@bash scripts/coalesce-bench.sh
 
 fanout-bench: release ## 15,000 WebSocket clients (UPDATE_RESULTS=1: benchmarks/results/fanout-15k.{json,md})
 	@bash scripts/fanout-bench.sh

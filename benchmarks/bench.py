@@ -385,6 +385,12 @@ def run_loadgen(name, scenario, rate, duration, payload=None, worker=False, inte
         res["ratio_loadgen_broker"] = round(cpu["loadgen"] / b, 3) if b else None
         if worker:
             res["ratio_worker_broker"] = round(cpu["worker"] / b, 3) if b else None
+            # wake-ups that waited COALESCE_US (0 when it is off or not taken)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{wport}/stats", timeout=2) as r:
+                    res["worker_coalesced_wakeups"] = json.loads(r.read()).get("coalesced_wakeups")
+            except (OSError, ValueError):
+                res["worker_coalesced_wakeups"] = None
         ok = True
         return res
     finally:
