@@ -50,7 +50,7 @@ def main():
               f"| {spread([x['p50'] for x in echo], '{:.0f}')} / {spread([x['p99'] for x in echo], '{:.0f}')} "
               f"| {', '.join(str(r['loadgen_worker'].get('worker_coalesced_wakeups', '-')) for r in runs)} |")
     print()
-    print(f"Median (min-max) of the runs; revision {machine.get('git_revision', '?')}, "
+    print(f"Median (min-max) of the runs; revision {machine.get('git_revision', '?')[:7]}, "
           f"started {machine.get('date_utc', '?')}, {machine.get('mosquitto', '')}.")
 
 
