@@ -40,7 +40,7 @@ benchmark: release ## Full benchmark suite (scratch dir; UPDATE_RESULTS=1: bench
 benchmark-quick: release ## 5-minute benchmark subset (scratch dir; UPDATE_RESULTS=1: benchmarks/results/)
 	@QUICK=1 bash scripts/benchmark.sh
 
-benchmark-coalesce: release ## 14 minutes: the worker's read coalescing (COALESCE_US) against its defaults, rr 10,000 req/s and latency at 1,000 (UPDATE_RESULTS=1: benchmarks/results/coalesce/)
+benchmark-coalesce: release ## 11 minutes: the worker's read coalescing (COALESCE_US) against its defaults, rr 10,000 req/s and latency at 1,000 (UPDATE_RESULTS=1: benchmarks/results/coalesce/)
 	@bash scripts/coalesce-bench.sh
 
 fanout-bench: release ## 15,000 WebSocket clients (UPDATE_RESULTS=1: benchmarks/results/fanout-15k.{json,md})

@@ -4,8 +4,9 @@
 //!
 //! Why: a broker such as mosquitto 2.0 reads one packet per connection per pass of its event
 //! loop, so a burst of requests reaches an idle worker over several passes, and the worker is
-//! woken, reads, answers and writes once per pass. On a virtual machine the wake-up and the
-//! small writes cost more than the answers (benchmarks/README.md, "What moves the numbers").
+//! woken, reads, answers and writes once per pass. On a virtual machine the wake-up, the reads
+//! and the small writes cost more than the work on the answers (benchmarks/README.md, "The
+//! worker's read coalescing").
 //! Waiting `COALESCE_US` after a wake-up trades up to that much latency per answer for fewer
 //! wake-ups, reads and writes, like a network card's interrupt moderation.
 //!
