@@ -85,7 +85,7 @@ fn a_staged_profile_is_offered_as_planned_and_the_books_close() {
     let mut t = 0;
     while t < 13 * S {
         for (i, l) in ls.iter_mut().enumerate() {
-            l.tick(t);
+            l.tick(t, &books);
             while let Some(&Reverse((at, client, seq))) = answers[i].peek() {
                 if at > t {
                     break;
@@ -118,7 +118,7 @@ fn a_staged_profile_is_offered_as_planned_and_the_books_close() {
     }
     for l in &mut ls {
         l.expire(u64::MAX / 2, &win, &books);
-        l.finish();
+        l.finish(&books);
     }
     let w = books.window.snapshot();
     assert_eq!(books.inflight.load(Relaxed), 0);
@@ -162,7 +162,7 @@ fn an_answer_for_a_slot_the_profile_did_not_offer_is_invalid() {
         stop_at: u64::MAX,
     };
     for t in (0..3 * S).step_by(MS as usize) {
-        ls[0].tick(t);
+        ls[0].tick(t, &books);
         ls[0].expire(t, &win, &books);
         ls[0].run_due(t, &win, &books, &mut out);
     }

@@ -152,26 +152,35 @@ impl Tally {
         self.seconds.add(sec_of(sched), f);
     }
 
+    /// Whether a request scheduled at `sched` belongs to the open capacity step.
     #[inline]
-    fn in_step(&self, sched: u64) -> bool {
+    pub fn in_step(&self, sched: u64) -> bool {
         sched >= self.step.0 && sched < self.step.1
     }
 
-    /// A request scheduled at `due` was sent `lag_us` late.
+    /// Whether a tick at `now` starts a new second (and hands the last one over).
     #[inline]
-    pub fn sent(&mut self, due: u64, lag_us: u64) {
-        record_us(&mut self.lag, lag_us);
-        if self.in_step(due) {
-            record_us(&mut self.step_lag, lag_us);
+    pub fn new_second(&self, now: u64) -> bool {
+        sec_of(now) != self.sec
+    }
+
+    /// Records send lags (µs) and whether each request was in the capacity step.
+    pub fn sent(&mut self, lags: impl IntoIterator<Item = (u64, bool)>) {
+        for (lag_us, step) in lags {
+            record_us(&mut self.lag, lag_us);
+            if step {
+                record_us(&mut self.step_lag, lag_us);
+            }
         }
     }
 
-    /// A request scheduled at `sched` was answered after `us`.
-    #[inline]
-    pub fn answered(&mut self, sched: u64, us: u64) {
-        record_us(&mut self.lat, us);
-        if self.in_step(sched) {
-            record_us(&mut self.step_lat, us);
+    /// Records answer latencies (µs) and whether each request was in the capacity step.
+    pub fn answered(&mut self, lats: impl IntoIterator<Item = (u64, bool)>) {
+        for (us, step) in lats {
+            record_us(&mut self.lat, us);
+            if step {
+                record_us(&mut self.step_lat, us);
+            }
         }
     }
 
@@ -246,11 +255,11 @@ mod tests {
             for l in [&mut a, &mut b] {
                 l.tick(t, &run);
                 l.count(t, Field::Sent);
-                l.sent(t, 100);
+                l.sent([(100, l.in_step(t))]);
                 if t >= S / 2 {
                     let sched = t - S / 2;
                     l.count(sched, Field::Matched);
-                    l.answered(sched, 500_000);
+                    l.answered([(500_000, l.in_step(sched))]);
                 }
                 l.busy(1000);
                 l.merge(&run);

@@ -11,9 +11,8 @@ use crate::capacity::profile::Profile;
 use crate::capacity::tally::{Instrument, Tally};
 use crate::capacity::timeline::Field;
 use bytes::BytesMut;
-use hdrhistogram::Histogram;
 use rr_common::codec::Correlation;
-use rr_common::stats::{new_histogram, record_us};
+use rr_common::stats::MAX_TRACKED_US;
 use rr_common::transport::Encoder;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,6 +20,30 @@ use std::sync::Arc;
 const EMPTY: u32 = u32::MAX;
 /// Cycles remembered per client to classify late and duplicate answers.
 const WINDOW: u32 = 32;
+/// Noted values that make the lane record them at once rather than at its next merge.
+const DRAIN_AT: usize = 1 << 14;
+
+/// A latency or schedule lag (µs) noted by the lane and recorded at its next drain, with the
+/// histograms it counts in besides the run's and the recent ones.
+#[derive(Clone, Copy, Debug)]
+struct Noted {
+    us: u32,
+    /// In the measured window.
+    measured: bool,
+    /// In the open capacity step.
+    step: bool,
+}
+
+impl Noted {
+    #[inline]
+    fn new(us: u64, measured: bool, step: bool) -> Noted {
+        Noted {
+            us: us.clamp(1, MAX_TRACKED_US) as u32,
+            measured,
+            step,
+        }
+    }
+}
 
 /// Fixed facts of the lane.
 #[derive(Clone, Debug)]
@@ -111,11 +134,12 @@ pub struct Lane {
     /// Connection used for the current tick.
     rr_conn: usize,
     pub inflight: u64,
-    pub lat_all: Histogram<u64>,
-    pub lat_window: Histogram<u64>,
-    pub lat_recent: Histogram<u64>,
-    pub lag_window: Histogram<u64>,
-    pub lag_recent: Histogram<u64>,
+    /// Answer latencies and send lags since the last drain. Recording each value into its five
+    /// histograms as it happened cost a cache miss per histogram (188 KiB of counters each, cold
+    /// again by the next answer): 6% of the loadgen's CPU at 10,000 req/s. Recorded in one pass
+    /// per histogram at the drain, a batch finds the counters it touches warm.
+    lat: Vec<Noted>,
+    lag: Vec<Noted>,
     /// Load profile gate, per-second timeline, capacity step (see `capacity::tally`).
     pub tally: Tally,
     run: Arc<Instrument>,
@@ -195,11 +219,8 @@ impl Lane {
             local_clients: local,
             rr_conn: spec.lane as usize % topics.reply.len().max(1),
             inflight: 0,
-            lat_all: new_histogram(),
-            lat_window: new_histogram(),
-            lat_recent: new_histogram(),
-            lag_window: new_histogram(),
-            lag_recent: new_histogram(),
+            lat: Vec::new(),
+            lag: Vec::new(),
             tally,
             run,
             spec,
@@ -228,13 +249,42 @@ impl Lane {
 
     /// Start of a tick at `now`: hands finished seconds to the timeline, picks up a changed
     /// load profile or capacity step.
-    pub fn tick(&mut self, now: u64) {
+    pub fn tick(&mut self, now: u64, books: &Books) {
+        if self.tally.new_second(now) {
+            // the second handed over holds every value noted in it
+            self.drain(books);
+        }
         self.tally.tick(now, &self.run);
     }
 
-    /// The lane is done: its timeline seconds and step figures go to the run.
-    pub fn finish(&mut self) {
+    /// The lane is done: everything it noted goes to the books, its timeline seconds and step
+    /// figures to the run.
+    pub fn finish(&mut self, books: &Books) {
+        self.merge_into(books);
         self.tally.finish(&self.run);
+    }
+
+    /// Records the noted values: one pass per histogram.
+    fn drain(&mut self, books: &Books) {
+        let us = |n: &Noted| u64::from(n.us);
+        if !self.lat.is_empty() {
+            self.tally
+                .answered(self.lat.iter().map(|n| (us(n), n.step)));
+            books.latency_all.record_each(self.lat.iter().map(us));
+            books.latency_recent.record_each(self.lat.iter().map(us));
+            books
+                .latency_window
+                .record_each(self.lat.iter().filter(|n| n.measured).map(us));
+            self.lat.clear();
+        }
+        if !self.lag.is_empty() {
+            self.tally.sent(self.lag.iter().map(|n| (us(n), n.step)));
+            books.lag_recent.record_each(self.lag.iter().map(us));
+            books
+                .lag_window
+                .record_each(self.lag.iter().filter(|n| n.measured).map(us));
+            self.lag.clear();
+        }
     }
 
     #[inline]
@@ -366,11 +416,11 @@ impl Lane {
         out.counts[c] += 1;
         self.count(books, Outcome::Sent, due, measured);
         let lag_us = now.saturating_sub(due) / 1000;
-        self.tally.sent(due, lag_us);
-        if measured {
-            record_us(&mut self.lag_window, lag_us);
+        let step = self.tally.in_step(due);
+        self.lag.push(Noted::new(lag_us, measured, step));
+        if self.lag.len() >= DRAIN_AT {
+            self.drain(books);
         }
-        record_us(&mut self.lag_recent, lag_us);
         if let Some(i) = slot {
             self.pending[k as usize * m + i] = r;
             self.sent_bits[k as usize] |= 1u32 << (r % WINDOW);
@@ -419,11 +469,10 @@ impl Lane {
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             self.count(books, Outcome::Matched, sched, measured);
             let us = arrival.saturating_sub(sched) / 1000;
-            self.tally.answered(sched, us);
-            record_us(&mut self.lat_all, us);
-            record_us(&mut self.lat_recent, us);
-            if measured {
-                record_us(&mut self.lat_window, us);
+            let step = self.tally.in_step(sched);
+            self.lat.push(Noted::new(us, measured, step));
+            if self.lat.len() >= DRAIN_AT {
+                self.drain(books);
             }
             return;
         }
@@ -480,23 +529,11 @@ impl Lane {
         }
     }
 
-    /// Merges the lane's histograms into the shared ones and resets them.
+    /// Records what the lane noted into the books and its step figures into the run's (on the
+    /// lane's merge timer).
     pub fn merge_into(&mut self, books: &Books) {
+        self.drain(books);
         self.tally.merge(&self.run);
-        books.latency_all.merge(&self.lat_all);
-        books.latency_window.merge(&self.lat_window);
-        books.latency_recent.merge(&self.lat_recent);
-        books.lag_window.merge(&self.lag_window);
-        books.lag_recent.merge(&self.lag_recent);
-        for h in [
-            &mut self.lat_all,
-            &mut self.lat_window,
-            &mut self.lat_recent,
-            &mut self.lag_window,
-            &mut self.lag_recent,
-        ] {
-            h.reset();
-        }
     }
 }
 

@@ -71,7 +71,8 @@ fn sends_what_is_due_and_matches_replies() {
     l.on_reply(corr(1, 0), 300 * MS, &WIN, &books);
     assert_eq!(books.total.matched.load(Relaxed), 1);
     // latency is measured from the scheduled time (250 ms), not from the send (600 ms)
-    assert_eq!(l.lat_all.max() / 1000, 50);
+    l.merge_into(&books);
+    assert_eq!(books.latency_all.snapshot().max() / 1000, 50);
     // a second answer is a duplicate, not a second match
     l.on_reply(corr(1, 0), 310 * MS, &WIN, &books);
     assert_eq!(books.total.duplicates.load(Relaxed), 1);
@@ -177,7 +178,8 @@ fn full_batches_make_the_schedule_wait_not_drop() {
     assert_eq!(l.run_due(999 * MS, &WIN, &books, &mut out), 4);
     assert_eq!(books.total.sent.load(Relaxed), 10);
     // the late sends carry their lag
-    assert!(l.lag_recent.max() > 0);
+    l.merge_into(&books);
+    assert!(books.lag_recent.snapshot().max() > 0);
 }
 
 #[test]
@@ -247,4 +249,73 @@ fn qos1_requests_wait_for_room_under_the_receive_maximum() {
     out.room = vec![u32::MAX, u32::MAX];
     assert_eq!(l.run_due(999 * MS, &WIN, &books, &mut out), 5);
     assert_eq!(books.total.sent.load(Relaxed), 10);
+}
+
+#[test]
+fn noted_values_reach_every_histogram_they_count_in() {
+    use crate::capacity::timeline::Sample;
+    const S: u64 = 1000 * MS;
+    // 10 clients due every 100 ms; answered 7 ms late in second 0, 14 ms in second 1, ...
+    let mut l = lane(10, 1, Protocol::V5);
+    let books = Books::default();
+    let mut out = Batches::new(2);
+    let win = Window {
+        measure_from: S,
+        stop_at: 4 * S,
+    };
+    let run = l.instrument().clone();
+    run.open_step(2 * S, 3 * S);
+    let lat = |sched: u64| (sched / S + 1) * 7 * MS;
+    let mut answers: Vec<(Correlation, u64)> = Vec::new();
+    for t in (0..4 * S).step_by(10 * MS as usize) {
+        l.tick(t, &books);
+        for (c, at) in answers.drain(..) {
+            l.on_reply(c, at, &win, &books);
+        }
+        let before = books.total.sent.load(Relaxed);
+        l.run_due(t, &win, &books, &mut out);
+        if books.total.sent.load(Relaxed) > before {
+            // phases are multiples of 100 ms: what was due at t was due exactly at t
+            let k = ((t % S) / (100 * MS)) as u32;
+            let r = (t / S) as u32;
+            assert_eq!(l.sched(k, r), t);
+            answers.push((corr(k, r), t + lat(t)));
+        }
+    }
+    l.finish(&books);
+    // nothing recorded twice or lost between the noting and the histograms
+    assert_eq!(books.total.matched.load(Relaxed), 40);
+    assert_eq!(books.latency_all.snapshot().len(), 40);
+    assert_eq!(books.latency_recent.snapshot().len(), 40);
+    assert_eq!(books.lag_recent.snapshot().len(), 40);
+    // the measured window (scheduled from 1 s) and the capacity step (scheduled in [2 s, 3 s))
+    let w = books.latency_window.snapshot();
+    // (latencies in whole ms; the histograms keep 3 significant digits)
+    let ms = |us: u64| (us + 500) / 1000;
+    assert_eq!((w.len(), ms(w.min())), (30, 14));
+    assert_eq!(books.lag_window.snapshot().len(), 30);
+    let step = run.step_latency.snapshot();
+    assert_eq!((step.len(), ms(step.min()), ms(step.max())), (10, 21, 21));
+    // each second of the timeline holds the answers that arrived in it
+    run.timeline.close_until(4, Sample::default());
+    for s in 0..4 {
+        let row = run.timeline.row(s).unwrap();
+        assert_eq!(ms(row.p50_us), (s + 1) * 7, "second {s}");
+    }
+}
+
+#[test]
+fn a_burst_is_recorded_before_the_merge_with_bounded_memory() {
+    let mut l = lane(20_000, 1, Protocol::V5);
+    let books = Books::default();
+    let mut out = Batches::new(2);
+    out.counts = vec![0, 0];
+    l.spec.batch_size = 20_000;
+    assert_eq!(l.run_due(1000 * MS - 1, &WIN, &books, &mut out), 20_000);
+    // no merge yet: the lane recorded the first DRAIN_AT lags itself and keeps the rest
+    assert_eq!(books.lag_recent.snapshot().len(), DRAIN_AT as u64);
+    assert_eq!(l.lag.len(), 20_000 - DRAIN_AT);
+    l.merge_into(&books);
+    assert_eq!(books.lag_recent.snapshot().len(), 20_000);
+    assert!(l.lag.is_empty());
 }

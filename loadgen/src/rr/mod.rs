@@ -117,7 +117,7 @@ async fn run_lane(mut lane: Lane, ctx: LaneCtx) {
                 woke = Instant::now() - before;
             }
         }
-        lane.tick(now);
+        lane.tick(now, &ctx.books);
         let stop_at = ctx.stop_at.load(Relaxed);
         let win = Window {
             measure_from: ctx.measure_from,
@@ -169,6 +169,5 @@ async fn run_lane(mut lane: Lane, ctx: LaneCtx) {
             break;
         }
     }
-    lane.merge_into(&ctx.books);
-    lane.finish();
+    lane.finish(&ctx.books);
 }
