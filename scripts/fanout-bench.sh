@@ -128,7 +128,7 @@ cat "$RUN/loadgen.out"
 export NAME BENCH_BROKER broker_desc RUN OUT t0 t1 br0 br1 broker_rss sources GATEWAY_URLS
 export CLK_TCK; CLK_TCK=$(getconf CLK_TCK)
 python3 - <<'PY'
-import json, os, platform, datetime
+import json, os, platform, datetime, subprocess
 e = os.environ
 r = json.load(open(os.path.join(e["RUN"], "report.json")))
 x = lambda k: r.get(k)
@@ -142,9 +142,11 @@ lg_cores, br_cores = x("cpu_cores_in_window"), cores("br0", "br1")
 cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
 mem_kb = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
 delivered = x("delivered_rate")
+rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip() or "unknown"
 res = {
     "name": e["NAME"],
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "git_revision": rev,
     "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model, "memory_gib": round(mem_kb / 2**20, 1),
                 "kernel": platform.release(),
                 "load_average_1m_at_end": float(open("/proc/loadavg").read().split()[0])},
@@ -178,7 +180,7 @@ R, L = res["results"], res["results"]["latency_us"]
 ms = lambda us: f"{us / 1000:.2f} ms"
 md = f"""# Fan-out benchmark: {e['NAME']}
 
-{res['date']} on {res['machine']['cpus']} cores ({cpu_model}), {res['machine']['memory_gib']} GiB, Linux {res['machine']['kernel']}.
+{res['date']}, git {rev}, on {res['machine']['cpus']} cores ({cpu_model}), {res['machine']['memory_gib']} GiB, Linux {res['machine']['kernel']}.
 Broker: {e['broker_desc']}; loadgen, broker and publisher on the same machine (loopback);
 1-minute load average at the end {res['machine']['load_average_1m_at_end']} (other jobs shared the machine when above ~2).
 Shape: {res['settings']['CLIENTS']} WebSocket clients from {e['sources']}, one random subject each of

@@ -98,8 +98,9 @@ run "$LARGE"
 
 export RUN OUT SMALL LARGE IDLE_SEC broker_desc
 python3 - <<'PY'
-import json, os, datetime
+import json, os, datetime, subprocess
 e = os.environ
+rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip() or "unknown"
 small, large = int(e["SMALL"]), int(e["LARGE"])
 def one(n):
     r = json.load(open(f"{e['RUN']}/{n}.report.json"))
@@ -114,13 +115,13 @@ s, l = one(small), one(large)
 slope = (l["rss_idle_bytes"] - s["rss_idle_bytes"]) // max(l["connections"] - s["connections"], 1)
 res = {"name": "fanout-memory",
        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-       "broker": e["broker_desc"], "idle_sec": int(e["IDLE_SEC"]), "target_bytes": 4096,
+       "git_revision": rev, "broker": e["broker_desc"], "idle_sec": int(e["IDLE_SEC"]), "target_bytes": 4096,
        "per_connection_bytes": slope, "runs": [s, l]}
 json.dump(res, open(f"{e['OUT']}/fanout-memory.json", "w"), indent=2)
 open(f"{e['OUT']}/fanout-memory.json", "a").write("\n")
 md = f"""# Fan-out memory per idle connection
 
-{res['date']}, broker: {e['broker_desc']}, subscriber role (no publisher), {e['IDLE_SEC']} s idle.
+{res['date']}, git {rev}, broker: {e['broker_desc']}, subscriber role (no publisher), {e['IDLE_SEC']} s idle.
 
 | clients | RSS before ramp | RSS idle | per connection (idle) |
 |---|---|---|---|
