@@ -134,10 +134,12 @@ pub struct Lane {
     /// Connection used for the current tick.
     rr_conn: usize,
     pub inflight: u64,
-    /// Answer latencies and send lags since the last drain. Recording each value into its five
-    /// histograms as it happened cost a cache miss per histogram (188 KiB of counters each, cold
-    /// again by the next answer): 6% of the loadgen's CPU at 10,000 req/s. Recorded in one pass
-    /// per histogram at the drain, a batch finds the counters it touches warm.
+    /// Answer latencies and send lags since the last drain. Recording each value into its
+    /// histograms as it happened (five for an answer, three for a send) cost a cache miss per
+    /// histogram (188 KiB of counters each, cold again by the next answer): 5.5% of the loadgen's
+    /// CPU at 10,000 req/s, and 1.5% more merging and clearing the lane's copies. Recorded in one
+    /// pass per histogram at the drain, a batch finds the counters it touches warm
+    /// (benchmarks/README, "What changed" 7).
     lat: Vec<Noted>,
     lag: Vec<Noted>,
     /// Load profile gate, per-second timeline, capacity step (see `capacity::tally`).
