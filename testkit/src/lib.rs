@@ -34,7 +34,7 @@ pub use pki::TestPki;
 pub use process::{metrics_addr_in, send_signal, Process};
 pub use procfs::{cpu_seconds, rss_bytes, try_rss_bytes};
 pub use tansu::{Tansu, TansuOptions, TANSU_BIN_ENV};
-pub use wait::{wait_until, wait_until_async, wait_until_blocking, POLL_INTERVAL};
+pub use wait::{retry_async, wait_until, wait_until_async, wait_until_blocking, POLL_INTERVAL};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read back, released).
 ///

@@ -55,6 +55,43 @@ where
     }
 }
 
+/// Runs `attempt` until it succeeds, at most `tries` times (a probe that may meet a slow
+/// moment, such as one HTTP request to a process the test has saturated). An attempt slower
+/// than `slow` is printed with its time, so a log shows how close a run came to failing.
+///
+/// # Errors
+/// Every attempt failed; the message names `what` and each attempt's error and time.
+pub async fn retry_async<T, E, F, Fut>(
+    what: &str,
+    tries: u32,
+    slow: Duration,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut failures = Vec::new();
+    for _ in 0..tries.max(1) {
+        let asked = Instant::now();
+        let got = attempt().await;
+        let took = asked.elapsed();
+        if took > slow {
+            eprintln!("slow {what}: {:.2} s", took.as_secs_f64());
+        }
+        match got {
+            Ok(v) => return Ok(v),
+            Err(e) => failures.push(format!("{e} after {:.2} s", took.as_secs_f64())),
+        }
+    }
+    bail!(
+        "{what} failed {} times: {}",
+        failures.len(),
+        failures.join("; ")
+    )
+}
+
 /// [`wait_until`] for code without a runtime: blocks the thread between checks.
 ///
 /// # Errors
@@ -102,6 +139,33 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("never async"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn retries_until_an_attempt_succeeds_and_reports_every_failure() {
+        let mut calls = 0;
+        let v = retry_async("flaky", 3, Duration::from_secs(1), || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err(format!("no {n}"))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(v, 3);
+        let err = retry_async("never", 2, Duration::from_secs(1), || async {
+            Err::<(), _>("down")
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("never failed 2 times: down after"), "{err}");
+        assert_eq!(err.matches("down").count(), 2, "{err}");
     }
 
     #[test]

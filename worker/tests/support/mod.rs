@@ -43,8 +43,14 @@ pub async fn wait_ready(addr: &str) {
     .unwrap();
 }
 
+/// `GET /stats` as JSON; like the loadgen tests' `stats`, a slow moment is tried again (5 s
+/// each, three tries) rather than failing a test that checks something else.
 pub async fn stats(addr: &str) -> serde_json::Value {
-    let (code, body) = http::get(addr, "/stats", T).await.expect("GET /stats");
+    let (code, body) = rr_testkit::retry_async("GET /stats", 3, Duration::from_secs(1), || {
+        http::get(addr, "/stats", Duration::from_secs(5))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{addr}: {e}"));
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).expect("/stats is JSON")
 }
